@@ -1,0 +1,31 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/quickstart
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Pretrains PHD-CSWA (K=2) on this interpreter's standard library, then samples text.
+# Run it again to resume; delete $(WORKDIR) to start over.
+demo: $(STAMP)
+	$(PY) -m phd_jax.train --config=configs/quickstart.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(PY) experiments/bench_train.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

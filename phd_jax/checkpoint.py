@@ -1,0 +1,90 @@
+"""Orbax checkpoints of the training state, the data iterator and the config, as one unit.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a crash
+mid-save leaves the previous checkpoint intact; resume always takes the latest complete one.
+"""
+from __future__ import annotations
+
+import os
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+
+class CheckpointMismatchError(ValueError):
+  """The workdir holds a checkpoint of a model with other parameter shapes."""
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler(),
+                       "config": ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def saved_config(self, step: int) -> ml_collections.ConfigDict:
+    args = ocp.args.Composite(config=ocp.args.JsonRestore())
+    return ml_collections.ConfigDict(self.manager.restore(step, args=args)["config"])
+
+  def save(self, step: int, state: nnx.State, data_iter, cfg: ml_collections.ConfigDict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(cfg.to_dict())))
+
+  def restore(self, step: int, state: nnx.State, data_iter=None) -> nnx.State:
+    """Restores into the structure (and shardings) of `state`; advances `data_iter` in place."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+    items = {"state": ocp.args.StandardRestore(target)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    nnx.replace_by_pure_dict(state, restored["state"])
+    return state
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def param_shapes(model_cfg: ml_collections.ConfigDict) -> dict:
+  """{parameter path: shape} of a model config, without allocating it."""
+  from phd_jax.model import Transformer  # local: model imports are heavy and circular-prone
+  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
+  flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+  return {"/".join(map(str, path)): tuple(v.shape) for path, v in flat}
+
+
+def check_compatible(workdir: str, step: int, saved: ml_collections.ConfigDict,
+                     current: ml_collections.ConfigDict) -> list[str]:
+  """Raises CheckpointMismatchError if shapes differ; returns the model fields that changed."""
+  changed = _diff(saved.model.to_dict(), current.model.to_dict(), "model")
+  if param_shapes(saved.model) != param_shapes(current.model):
+    raise CheckpointMismatchError(
+        f"workdir {workdir} holds a checkpoint (step {step}) of a model with other parameter "
+        f"shapes; changed fields: {'; '.join(changed)}. Use another --workdir, or delete "
+        f"{os.path.join(workdir, 'checkpoints')} to start over. Nothing was overwritten.")
+  return changed
+
+
+def _diff(a: dict, b: dict, prefix: str) -> list[str]:
+  out = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key), b.get(key)
+    if isinstance(va, dict) and isinstance(vb, dict):
+      out += _diff(va, vb, f"{prefix}.{key}")
+    elif va != vb:
+      out.append(f"{prefix}.{key}: checkpoint {va!r}, config {vb!r}")
+  return out

@@ -1,0 +1,73 @@
+"""Config validation: every bad field fails here, by name, before anything is traced or compiled."""
+from __future__ import annotations
+
+import ml_collections
+
+from phd_jax.attention import ATTENTION_IMPLS
+from phd_jax.masks import POSITION_SCHEMES, PHDSpec
+
+DTYPES = ("float32", "bfloat16", "float16")
+DATA_SOURCES = ("stdlib", "text_files")
+
+
+def _need(cond: bool, field: str, value, allowed: str) -> None:
+  if not cond:
+    raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
+
+
+def _positive_int(cfg, field: str, path: str, minimum: int = 1) -> None:
+  value = cfg[field]
+  _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{path}.{field}", value, f"expected an int >= {minimum}")
+
+
+def phd_spec(model_cfg: ml_collections.ConfigDict) -> PHDSpec:
+  """The attention spec of a model config, with errors that name the config field."""
+  p = model_cfg.phd
+  try:
+    return PHDSpec(p.variant, p.num_copies, p.window, p.chunk)
+  except ValueError as e:
+    raise ValueError(f"config.model.phd: {e}") from None
+
+
+def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
+  for f in ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim", "mlp_dim",
+            "vocab_size"):
+    _positive_int(m, f, "model")
+  _need(m.head_dim % 2 == 0, "model.head_dim", m.head_dim, "must be even (RoPE rotates pairs)")
+  _need(m.num_heads % m.num_kv_heads == 0, "model.num_heads", m.num_heads,
+        f"must be a multiple of config.model.num_kv_heads={m.num_kv_heads} (grouped-query "
+        "attention)")
+  _need(m.attention_impl in ATTENTION_IMPLS, "model.attention_impl", m.attention_impl,
+        f"allowed: {ATTENTION_IMPLS}")
+  _need(m.param_dtype in DTYPES, "model.param_dtype", m.param_dtype, f"allowed: {DTYPES}")
+  _need(m.dtype in DTYPES, "model.dtype", m.dtype, f"allowed: {DTYPES}")
+  _need(m.phd.position_scheme in POSITION_SCHEMES, "model.phd.position_scheme",
+        m.phd.position_scheme, f"allowed: {POSITION_SCHEMES}")
+  return phd_spec(m)
+
+
+def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
+  """Checks a whole training config; returns the model's PHDSpec."""
+  spec = validate_model_config(cfg.model)
+  t = cfg.train
+  for f in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "eval_batches",
+            "checkpoint_every", "keep_checkpoints"):
+    _positive_int(t, f, "train")
+  for f in ("warmup_steps", "sample_tokens"):
+    _positive_int(t, f, "train", minimum=0)
+  _need(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
+  _need(0 <= t.end_lr_fraction <= 1, "train.end_lr_fraction", t.end_lr_fraction,
+        "must be in [0, 1]")
+  _need(t.grad_clip > 0, "train.grad_clip", t.grad_clip, "must be > 0")
+  _need(t.sample_temperature >= 0, "train.sample_temperature", t.sample_temperature,
+        "must be >= 0 (0 is greedy)")
+  d = cfg.data
+  _need(d.source in DATA_SOURCES, "data.source", d.source, f"allowed: {DATA_SOURCES}")
+  _need(d.source != "text_files" or bool(d.text_files), "data.text_files", d.text_files,
+        "set a glob (comma-separated globs allowed) when data.source='text_files'")
+  _need(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
+  from phd_jax.data import TOKENIZER_VOCAB  # local: data imports grain, heavier
+  _need(cfg.model.vocab_size >= TOKENIZER_VOCAB, "model.vocab_size", cfg.model.vocab_size,
+        f"must be >= {TOKENIZER_VOCAB}, the byte tokenizer's vocabulary (256 bytes + EOS)")
+  return spec

@@ -1,0 +1,125 @@
+"""Training data with no download: bytes of text files, packed into fixed-length windows by grain.
+
+Default corpus: the running interpreter's own standard library (.py files, site-packages
+excluded): ~30 MB of real text on every machine that runs this code. Its size and a fingerprint
+are logged, since different Python versions ship different files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import os
+import sysconfig
+
+import grain
+import ml_collections
+import numpy as np
+
+EOS_ID = 256  # ends every file; bytes are ids 0..255
+TOKENIZER_VOCAB = 257
+
+
+def encode(text: str | bytes) -> np.ndarray:
+  data = text.encode("utf-8") if isinstance(text, str) else text
+  return np.frombuffer(data, np.uint8).astype(np.int32)
+
+
+def decode(ids) -> str:
+  ids = [int(i) for i in np.asarray(ids).ravel()]
+  return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  name: str
+  train: np.ndarray  # [N] uint16 token ids, files separated by EOS
+  val: np.ndarray
+  train_files: int
+  val_files: int
+  fingerprint: str
+
+  def describe(self) -> str:
+    return (f"corpus {self.name}: {self.train_files} train / {self.val_files} val files, "
+            f"{self.train.size / 1e6:.2f}M / {self.val.size / 1e6:.2f}M tokens, "
+            f"fingerprint {self.fingerprint}")
+
+
+def stdlib_files() -> tuple[str, list[str]]:
+  root = sysconfig.get_paths()["stdlib"]
+  files = [f for f in glob.glob(os.path.join(root, "**", "*.py"), recursive=True)
+           if "site-packages" not in os.path.relpath(f, root).split(os.sep)]
+  return root, sorted(files)
+
+
+def _is_val(relpath: str, val_fraction: float) -> bool:
+  digest = hashlib.sha1(relpath.encode()).digest()
+  return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def load_corpus(d: ml_collections.ConfigDict) -> Corpus:
+  """Reads and splits the corpus by file (deterministic: a hash of each file's relative path)."""
+  if d.source == "stdlib":
+    root, files = stdlib_files()
+    name = f"stdlib (Python {sysconfig.get_python_version()}, {root})"
+  else:
+    files = sorted({f for g in d.text_files.split(",") for f in glob.glob(g.strip(), recursive=True)
+                    if os.path.isfile(f)})
+    root, name = (os.path.commonpath(files) if files else ""), f"text_files ({d.text_files})"
+  if len(files) < 2:
+    raise ValueError(f"config.data: source {name} has {len(files)} file(s); at least 2 are "
+                     "needed to split train and validation by file")
+  rel = [os.path.relpath(f, root) if root else f for f in files]
+  is_val = [_is_val(r, d.val_fraction) for r in rel]
+  if all(is_val) or not any(is_val):  # tiny corpora: force one file to each side
+    is_val = [i == len(files) - 1 for i in range(len(files))]
+  parts = {False: [], True: []}
+  hasher = hashlib.sha256()
+  for f, r, v in zip(files, rel, is_val):
+    with open(f, "rb") as fh:
+      data = fh.read()
+    hasher.update(r.encode() + b"\0" + data)
+    parts[v].append(np.frombuffer(data, np.uint8).astype(np.uint16))
+    parts[v].append(np.array([EOS_ID], np.uint16))
+  return Corpus(name, np.concatenate(parts[False]), np.concatenate(parts[True]),
+                is_val.count(False), is_val.count(True), hasher.hexdigest()[:16])
+
+
+class Windows(grain.sources.RandomAccessDataSource):
+  """Non-overlapping windows of seq_len + 1 tokens: inputs and next-token targets."""
+
+  def __init__(self, tokens: np.ndarray, seq_len: int):
+    self.tokens, self.seq_len = tokens, seq_len
+    self.count = (tokens.size - 1) // seq_len
+    if self.count < 1:
+      raise ValueError(f"config.train.seq_len={seq_len} is longer than the corpus split "
+                       f"({tokens.size} tokens)")
+
+  def __len__(self) -> int:
+    return self.count
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    w = self.tokens[i * self.seq_len:(i + 1) * self.seq_len + 1].astype(np.int32)
+    return {"inputs": w[:-1], "targets": w[1:]}
+
+
+def train_dataset(tokens: np.ndarray, seq_len: int, batch_size: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """Shuffled, endlessly repeated batches; each host reads its own slice of the windows.
+
+  `batch_size` is per host. The iterator's state (a position) is checkpointed with the model.
+  """
+  ds = grain.MapDataset.source(Windows(tokens, seq_len)).shuffle(seed=seed).repeat(None)
+  ds = ds.slice(slice(process_index, None, process_count))
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+
+
+def val_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
+                max_batches: int) -> list[dict[str, np.ndarray]]:
+  """The first windows of the validation split, in order: the same batches at every evaluation."""
+  ds = grain.MapDataset.source(Windows(tokens, seq_len)).batch(batch_size, drop_remainder=True)
+  n = min(max_batches, len(ds))
+  if n == 0:
+    raise ValueError(f"config.train.batch_size={batch_size}: the validation split has only "
+                     f"{len(Windows(tokens, seq_len))} windows of seq_len={seq_len}")
+  return [ds[i] for i in range(n)]

@@ -1,0 +1,161 @@
+"""PHD visibility rules, the grouped token layout, and the dense reference mask.
+
+Everything here is numpy and static (shapes and specs are Python values), so the
+same helpers serve the model at trace time, the kernels' block tables and the tests.
+See ../shared/PHD_SPEC.md for the rules; names below follow it:
+position n, copy j (0 = original), hidden index h(n, j) = n*(K-1) + (j-1).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+VARIANTS = ("vanilla", "phd", "phd_swa", "phd_cswa", "repeat")
+POSITION_SCHEMES = ("shared", "interleaved")
+
+
+@dataclasses.dataclass(frozen=True)
+class PHDSpec:
+  """Which tokens see which: the variant and its three integers.
+
+  Validated on construction so a bad config fails before anything compiles.
+  """
+
+  variant: str
+  num_copies: int
+  window: int = 0
+  chunk: int = 0
+
+  def __post_init__(self):
+    if self.variant not in VARIANTS:
+      raise ValueError(f"variant={self.variant!r} is not one of {VARIANTS}")
+    for name in ("num_copies", "window", "chunk"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be an int")
+    if self.num_copies < 1:
+      raise ValueError(f"num_copies={self.num_copies} must be >= 1")
+    if self.variant == "vanilla" and self.num_copies != 1:
+      raise ValueError(
+          f"num_copies={self.num_copies} with variant='vanilla': vanilla has exactly 1 copy "
+          "(use variant 'phd', 'phd_swa', 'phd_cswa' or 'repeat' for K > 1)")
+    windowed = self.variant in ("phd_swa", "phd_cswa")
+    if windowed and self.window < 1:
+      raise ValueError(f"window={self.window} with variant={self.variant!r}: must be >= 1 "
+                       "(it counts hidden tokens)")
+    if not windowed and self.window != 0:
+      raise ValueError(f"window={self.window} with variant={self.variant!r}: only phd_swa and "
+                       "phd_cswa use a window; set window=0")
+    if self.variant == "phd_cswa" and self.chunk < 1:
+      raise ValueError(f"chunk={self.chunk} with variant='phd_cswa': must be >= 1 "
+                       "(it counts positions)")
+    if self.variant != "phd_cswa" and self.chunk != 0:
+      raise ValueError(f"chunk={self.chunk} with variant={self.variant!r}: only phd_cswa uses "
+                       "chunks; set chunk=0")
+
+  @property
+  def hidden_copies(self) -> int:
+    return self.num_copies - 1
+
+  @property
+  def hidden_reach(self) -> int:
+    """How far back in the hidden stream a hidden token reads (PHD_SPEC: D = max(W, K-2))."""
+    return max(self.window, self.num_copies - 2)
+
+  def num_tokens(self, seq_len: int) -> int:
+    return self.num_copies * seq_len
+
+
+# ----------------------------------------------------------------------------- grouped layout
+
+
+def token_coords(seq_len: int, num_copies: int) -> tuple[np.ndarray, np.ndarray]:
+  """(position n, copy j) of every token of the grouped layout, each [K*L] int64."""
+  hidden = np.arange((num_copies - 1) * seq_len)
+  pos = np.concatenate([np.arange(seq_len), hidden // max(num_copies - 1, 1)])
+  copy = np.concatenate([np.zeros(seq_len, np.int64), hidden % max(num_copies - 1, 1) + 1])
+  return pos, copy
+
+
+def position_ids(seq_len: int, num_copies: int, scheme: str) -> np.ndarray:
+  """RoPE positions of the grouped layout [K*L] (PHD_SPEC section Positions)."""
+  if scheme not in POSITION_SCHEMES:
+    raise ValueError(f"position_scheme={scheme!r} is not one of {POSITION_SCHEMES}")
+  pos, copy = token_coords(seq_len, num_copies)
+  return pos if scheme == "shared" else pos * num_copies + copy
+
+
+def interleaved_index(seq_len: int, num_copies: int) -> np.ndarray:
+  """Index of each grouped-layout token in the interleaved sequence (n*K + j), [K*L]."""
+  pos, copy = token_coords(seq_len, num_copies)
+  return pos * num_copies + copy
+
+
+def last_copy_slice(seq_len: int, num_copies: int) -> tuple[int, int, int]:
+  """(start, stop, step) of the last copies, the only tokens that carry the loss."""
+  if num_copies == 1:
+    return 0, seq_len, 1
+  start = seq_len + num_copies - 2
+  return start, num_copies * seq_len, num_copies - 1
+
+
+def expand_copies(x, num_copies: int, axis: int = 1):
+  """[..., L, ...] -> [..., K*L, ...] in the grouped layout: originals, then the hidden stream.
+
+  Works for numpy and jax arrays (it uses the array's own module).
+  """
+  if num_copies == 1:
+    return x
+  xp = _array_module(x)
+  hidden = xp.repeat(x, num_copies - 1, axis=axis)  # position-major, copies 1..K-1
+  return xp.concatenate([x, hidden], axis=axis)
+
+
+def _array_module(x):
+  return jnp if isinstance(x, jax.Array) else np
+
+
+# ----------------------------------------------------------------------------- reference mask
+
+
+def hidden_window_start(spec: PHDSpec, h: np.ndarray) -> np.ndarray:
+  """First hidden index a hidden token h reads (it reads one contiguous run up to h itself).
+
+  Union of rule S (same-position copies, from n*(K-1)) and rule W (the last W hidden tokens,
+  cut at the chunk's first hidden token for phd_cswa). Works on numpy and jax integer arrays.
+  """
+  kh = spec.hidden_copies
+  own = (h // kh) * kh  # first hidden copy of the same position
+  if spec.variant in ("phd", "repeat", "vanilla"):
+    return own
+  start = h - spec.window
+  if spec.variant == "phd_cswa":
+    chunk_first = ((h // kh) // spec.chunk) * spec.chunk * kh
+    start = _array_module(h).maximum(start, chunk_first)
+  return _array_module(h).minimum(own, start)
+
+
+def dense_mask(spec: PHDSpec, seq_len: int) -> np.ndarray:
+  """Visibility of every (query, key) pair, [K*L, K*L] bool, grouped layout.
+
+  The reference that the attention paths and kernels are judged against; it materialises
+  (K*L)^2 entries, so it is for tests and small diagnostics only.
+  """
+  k = spec.num_copies
+  if spec.variant == "repeat":
+    inter = interleaved_index(seq_len, k)
+    return inter[None, :] <= inter[:, None]
+  pos, copy = token_coords(seq_len, k)
+  n, j = pos[:, None], copy[:, None]  # queries
+  m, i = pos[None, :], copy[None, :]  # keys
+  visible = ((i == 0) & (m < n)) | ((m == n) & (i <= j))  # rules G and S
+  if spec.variant in ("phd_swa", "phd_cswa"):
+    dist = (n * (k - 1) + j - 1) - (m * (k - 1) + i - 1)
+    window = (i >= 1) & (j >= 1) & (dist > 0) & (dist <= spec.window)
+    if spec.variant == "phd_cswa":
+      window &= (m // spec.chunk) == (n // spec.chunk)
+    visible |= window
+  return visible

@@ -1,0 +1,157 @@
+"""The PHD decoder: an OLMo2-style transformer whose every token runs K times.
+
+OLMo2 style, as the paper trained: RoPE, RMSNorm on each block's *output* (reordered norm),
+per-head QK-norm, grouped-query attention, SwiGLU, no biases. The K copies live in the grouped
+layout (originals, then the hidden stream; PHD_SPEC.md) from the embedding to the last block, and
+only the last copy of each position reaches the LM head.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from phd_jax.attention import attention
+from phd_jax.config import validate_model_config
+from phd_jax.masks import PHDSpec, expand_copies, last_copy_slice, position_ids, token_coords
+
+INIT_STD = 0.02  # OLMo2's initialiser scale, for every weight matrix and the embedding
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding, rotate-half form. x [B, T, H, D], positions [T]."""
+  half = x.shape[-1] // 2
+  freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [D/2]
+  angle = positions.astype(jnp.float32)[:, None] * freqs  # [T, D/2]
+  sin, cos = jnp.sin(angle)[:, None, :], jnp.cos(angle)[:, None, :]  # [T, 1, D/2]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _dtypes(m: ml_collections.ConfigDict) -> dict:
+  return dict(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype))
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
+    self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
+    self.num_heads, self.num_kv_heads, self.head_dim = m.num_heads, m.num_kv_heads, m.head_dim
+    dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m),
+                              kernel_init=nnx.initializers.normal(INIT_STD))
+    self.q_proj = dense(m.d_model, m.num_heads * m.head_dim)
+    self.k_proj = dense(m.d_model, m.num_kv_heads * m.head_dim)
+    self.v_proj = dense(m.d_model, m.num_kv_heads * m.head_dim)
+    self.o_proj = dense(m.num_heads * m.head_dim, m.d_model)
+    norm = functools.partial(nnx.RMSNorm, m.head_dim, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
+    self.q_norm, self.k_norm = norm(), norm()
+
+  def project_qkv(self, x: jax.Array, positions: jax.Array):
+    """x [B, T, d] -> q [B, T, Hq, D], k/v [B, T, Hkv, D], normed and rotated."""
+    b, t, _ = x.shape
+    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    q = apply_rope(self.q_norm(q), positions, self.theta)
+    k = apply_rope(self.k_norm(k), positions, self.theta)
+    return q, k, v
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    b, t, _ = x.shape
+    q, k, v = self.project_qkv(x, positions)
+    out = attention(q, k, v, self.spec, self.impl)  # [B, T, Hq, D]
+    return self.o_proj(out.reshape(b, t, -1))
+
+
+class MLP(nnx.Module):
+  """SwiGLU."""
+
+  def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m),
+                              kernel_init=nnx.initializers.normal(INIT_STD))
+    self.gate = dense(m.d_model, m.mlp_dim)
+    self.up = dense(m.d_model, m.mlp_dim)
+    self.down = dense(m.mlp_dim, m.d_model)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nnx.Module):
+  """x + norm(attn(x)), then + norm(mlp(.)): OLMo2's reordered norm."""
+
+  def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
+    norm = functools.partial(nnx.RMSNorm, m.d_model, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
+    self.attn, self.attn_norm = Attention(m, spec, rngs=rngs), norm()
+    self.mlp, self.mlp_norm = MLP(m, rngs=rngs), norm()
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    x = x + self.attn_norm(self.attn(x, positions))
+    return x + self.mlp_norm(self.mlp(x))
+
+
+class Transformer(nnx.Module):
+  """tokens [B, L] int32 -> logits [B, L, vocab] (float32) from the last copy of each position."""
+
+  def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    self.spec = validate_model_config(m)
+    self.num_layers, self.remat, self.scan_layers = m.num_layers, m.remat, m.scan_layers
+    self.position_scheme, self.tie_embeddings = m.phd.position_scheme, m.tie_embeddings
+    self.embed = nnx.Embed(m.vocab_size, m.d_model, rngs=rngs, **_dtypes(m),
+                           embedding_init=nnx.initializers.normal(INIT_STD))
+    self.copy_embed = nnx.Param(jnp.zeros((self.spec.num_copies, m.d_model),
+                                          jnp.dtype(m.param_dtype))) if m.phd.copy_embedding else None
+    if m.scan_layers:
+      @nnx.split_rngs(splits=m.num_layers)
+      @nnx.vmap(in_axes=(0,), out_axes=0)
+      def stacked(rngs: nnx.Rngs) -> Block:
+        return Block(m, self.spec, rngs=rngs)
+      self.layers = stacked(rngs)
+    else:
+      self.layers = nnx.List([Block(m, self.spec, rngs=rngs) for _ in range(m.num_layers)])
+    self.final_norm = nnx.RMSNorm(m.d_model, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
+    self.lm_head = None if m.tie_embeddings else nnx.Linear(
+        m.d_model, m.vocab_size, use_bias=False, rngs=rngs, **_dtypes(m),
+        kernel_init=nnx.initializers.normal(INIT_STD))
+
+  def embed_copies(self, tokens: jax.Array) -> jax.Array:
+    """tokens [B, L] -> inputs of the grouped layout [B, K*L, d]."""
+    x = expand_copies(self.embed(tokens), self.spec.num_copies, axis=1)
+    if self.copy_embed is not None:
+      _, copy = token_coords(tokens.shape[1], self.spec.num_copies)
+      x = x + self.copy_embed[...][copy].astype(x.dtype)
+    return x
+
+  def run_blocks(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    def block(layer: Block, x: jax.Array) -> jax.Array:
+      return layer(x, positions)
+    if self.remat:
+      block = nnx.remat(block)
+    if self.scan_layers:
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+      def body(x, layer):
+        return block(layer, x)
+      return body(x, self.layers)
+    for layer in self.layers:
+      x = block(layer, x)
+    return x
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    x = self.final_norm(x)
+    out = self.embed.attend(x) if self.tie_embeddings else self.lm_head(x)
+    return out.astype(jnp.float32)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    seq_len, k = tokens.shape[1], self.spec.num_copies
+    positions = jnp.asarray(position_ids(seq_len, k, self.position_scheme))  # [K*L]
+    x = self.run_blocks(self.embed_copies(tokens), positions)  # [B, K*L, d]
+    start, stop, step = last_copy_slice(seq_len, k)
+    return self.logits(x[:, start:stop:step])  # [B, L, vocab]
+
+
+def param_count(model: nnx.Module) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
