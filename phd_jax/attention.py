@@ -51,10 +51,13 @@ def _scores(q, k, spec_str: str) -> jax.Array:
 
 
 def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-  """Plain softmax attention with an explicit [T, S] mask; q [B, T, Hq, D], k/v [B, S, Hkv, D]."""
+  """Softmax attention with an explicit mask [T, S] or per row [B, T, S].
+
+  q [B, T, Hq, D], k/v [B, S, Hkv, D].
+  """
   b, t, hq, d = q.shape
   s = _scores(_group(q, k.shape[2]), k, "bthgd,bshd->bhgts")  # [B, Hkv, G, T, S]
-  s = jnp.where(mask, s, MASK_VALUE)
+  s = jnp.where(mask[:, None, None] if mask.ndim == 3 else mask, s, MASK_VALUE)
   p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
   out = jnp.einsum("bhgts,bshd->bthgd", p, v, preferred_element_type=jnp.float32)
   return out.reshape(b, t, hq, d).astype(q.dtype)

@@ -138,24 +138,30 @@ def hidden_window_start(spec: PHDSpec, h: np.ndarray) -> np.ndarray:
   return _array_module(h).minimum(own, start)
 
 
+def visible(spec: PHDSpec, n, j, m, i):
+  """Whether query (position n, copy j) may read key (position m, copy i); broadcasts.
+
+  The rules of PHD_SPEC.md, elementwise over numpy or jax integer arrays: the one definition
+  behind the reference mask and the decode-time masks.
+  """
+  k = spec.num_copies
+  if spec.variant == "repeat":
+    return m * k + i <= n * k + j
+  see = ((i == 0) & (m < n)) | ((m == n) & (i <= j))  # rules G and S
+  if spec.variant in ("phd_swa", "phd_cswa"):
+    dist = (n * (k - 1) + j - 1) - (m * (k - 1) + i - 1)
+    window = (i >= 1) & (j >= 1) & (dist > 0) & (dist <= spec.window)  # rule W
+    if spec.variant == "phd_cswa":
+      window = window & ((m // spec.chunk) == (n // spec.chunk))  # rule C
+    see = see | window
+  return see
+
+
 def dense_mask(spec: PHDSpec, seq_len: int) -> np.ndarray:
   """Visibility of every (query, key) pair, [K*L, K*L] bool, grouped layout.
 
   The reference that the attention paths and kernels are judged against; it materialises
   (K*L)^2 entries, so it is for tests and small diagnostics only.
   """
-  k = spec.num_copies
-  if spec.variant == "repeat":
-    inter = interleaved_index(seq_len, k)
-    return inter[None, :] <= inter[:, None]
-  pos, copy = token_coords(seq_len, k)
-  n, j = pos[:, None], copy[:, None]  # queries
-  m, i = pos[None, :], copy[None, :]  # keys
-  visible = ((i == 0) & (m < n)) | ((m == n) & (i <= j))  # rules G and S
-  if spec.variant in ("phd_swa", "phd_cswa"):
-    dist = (n * (k - 1) + j - 1) - (m * (k - 1) + i - 1)
-    window = (i >= 1) & (j >= 1) & (dist > 0) & (dist <= spec.window)
-    if spec.variant == "phd_cswa":
-      window &= (m // spec.chunk) == (n // spec.chunk)
-    visible |= window
-  return visible
+  pos, copy = token_coords(seq_len, spec.num_copies)
+  return visible(spec, pos[:, None], copy[:, None], pos[None, :], copy[None, :])

@@ -8,6 +8,7 @@ only the last copy of each position reaches the LM head.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +24,11 @@ INIT_STD = 0.02  # OLMo2's initialiser scale, for every weight matrix and the em
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-  """Rotary embedding, rotate-half form. x [B, T, H, D], positions [T]."""
+  """Rotary embedding, rotate-half form. x [B, T, H, D], positions [T] or [B, T]."""
   half = x.shape[-1] // 2
   freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [D/2]
-  angle = positions.astype(jnp.float32)[:, None] * freqs  # [T, D/2]
-  sin, cos = jnp.sin(angle)[:, None, :], jnp.cos(angle)[:, None, :]  # [T, 1, D/2]
+  angle = positions.astype(jnp.float32)[..., None] * freqs  # [(B,) T, D/2]
+  sin, cos = jnp.sin(angle)[..., None, :], jnp.cos(angle)[..., None, :]  # [(B,) T, 1, D/2]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
@@ -37,6 +38,7 @@ def _dtypes(m: ml_collections.ConfigDict) -> dict:
 
 
 class Attention(nnx.Module):
+  """Projections and QK-norm; the attention itself is chosen by the caller (train or decode)."""
 
   def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
@@ -59,12 +61,6 @@ class Attention(nnx.Module):
     q = apply_rope(self.q_norm(q), positions, self.theta)
     k = apply_rope(self.k_norm(k), positions, self.theta)
     return q, k, v
-
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    b, t, _ = x.shape
-    q, k, v = self.project_qkv(x, positions)
-    out = attention(q, k, v, self.spec, self.impl)  # [B, T, Hq, D]
-    return self.o_proj(out.reshape(b, t, -1))
 
 
 class MLP(nnx.Module):
@@ -90,7 +86,13 @@ class Block(nnx.Module):
     self.mlp, self.mlp_norm = MLP(m, rngs=rngs), norm()
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    x = x + self.attn_norm(self.attn(x, positions))
+    q, k, v = self.attn.project_qkv(x, positions)
+    return self.finish(x, attention(q, k, v, self.attn.spec, self.attn.impl))
+
+  def finish(self, x: jax.Array, attn_out: jax.Array) -> jax.Array:
+    """The rest of the block given the attention output [B, T, Hq, D]."""
+    b, t, _ = x.shape
+    x = x + self.attn_norm(self.attn.o_proj(attn_out.reshape(b, t, -1)))
     return x + self.mlp_norm(self.mlp(x))
 
 
@@ -99,6 +101,7 @@ class Transformer(nnx.Module):
 
   def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     self.spec = validate_model_config(m)
+    self.config = ml_collections.FrozenConfigDict(m)  # hashable: decode builds caches from it
     self.num_layers, self.remat, self.scan_layers = m.num_layers, m.remat, m.scan_layers
     self.position_scheme, self.tie_embeddings = m.phd.position_scheme, m.tie_embeddings
     self.embed = nnx.Embed(m.vocab_size, m.d_model, rngs=rngs, **_dtypes(m),
@@ -126,19 +129,24 @@ class Transformer(nnx.Module):
       x = x + self.copy_embed[...][copy].astype(x.dtype)
     return x
 
-  def run_blocks(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    def block(layer: Block, x: jax.Array) -> jax.Array:
-      return layer(x, positions)
+  def over_layers(self, fn: Callable, x: jax.Array, per_layer=None):
+    """x, per-layer states -> fn(layer, x, state) -> (x, new state) applied over depth.
+
+    States are pytrees stacked on axis 0 (one entry per layer): the decode cache uses this.
+    Scanned models run one compiled block under nnx.scan; others loop in Python.
+    """
     if self.remat:
-      block = nnx.remat(block)
+      fn = nnx.remat(fn)
     if self.scan_layers:
-      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-      def body(x, layer):
-        return block(layer, x)
-      return body(x, self.layers)
-    for layer in self.layers:
-      x = block(layer, x)
-    return x
+      @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))
+      def body(x, layer, state):
+        return fn(layer, x, state)
+      return body(x, self.layers, per_layer)
+    outs = []
+    for idx, layer in enumerate(self.layers):
+      x, out = fn(layer, x, jax.tree.map(lambda a: a[idx], per_layer))
+      outs.append(out)
+    return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
   def logits(self, x: jax.Array) -> jax.Array:
     x = self.final_norm(x)
@@ -148,7 +156,8 @@ class Transformer(nnx.Module):
   def __call__(self, tokens: jax.Array) -> jax.Array:
     seq_len, k = tokens.shape[1], self.spec.num_copies
     positions = jnp.asarray(position_ids(seq_len, k, self.position_scheme))  # [K*L]
-    x = self.run_blocks(self.embed_copies(tokens), positions)  # [B, K*L, d]
+    x, _ = self.over_layers(lambda layer, x, _: (layer(x, positions), None),
+                            self.embed_copies(tokens))  # [B, K*L, d]
     start, stop, step = last_copy_slice(seq_len, k)
     return self.logits(x[:, start:stop:step])  # [B, L, vocab]
 
