@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 # Run it again to resume; delete $(WORKDIR) to start over.
 demo: $(STAMP)
 	$(PY) -m phd_jax.train --config=configs/quickstart.py --workdir=$(WORKDIR)
+	$(PY) -m phd_jax.generate --workdir=$(WORKDIR) --prompt="def " --prompt="import " \
+	    --max_new_tokens=240 --temperature=0.7
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "not slow"
@@ -26,6 +28,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) experiments/bench_train.py
+	$(PY) experiments/bench_inference.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.tie_embeddings = True
   m.rope_theta = 10_000.0
   m.norm_eps = 1e-6
+  m.init_std = 0.02  # normal init of every weight matrix and the embedding (OLMo2's scale)
   m.attention_impl = "xla"  # dense (reference, tests) | xla | pallas
   m.param_dtype = "float32"
   m.dtype = "float32"  # compute dtype; bfloat16 for TPU

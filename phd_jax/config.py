@@ -34,6 +34,7 @@ def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
   for f in ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim", "mlp_dim",
             "vocab_size"):
     _positive_int(m, f, "model")
+  _need(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
   _need(m.head_dim % 2 == 0, "model.head_dim", m.head_dim, "must be even (RoPE rotates pairs)")
   _need(m.num_heads % m.num_kv_heads == 0, "model.num_heads", m.num_heads,
         f"must be a multiple of config.model.num_kv_heads={m.num_kv_heads} (grouped-query "

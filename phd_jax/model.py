@@ -20,8 +20,6 @@ from phd_jax.attention import attention
 from phd_jax.config import validate_model_config
 from phd_jax.masks import PHDSpec, expand_copies, last_copy_slice, position_ids, token_coords
 
-INIT_STD = 0.02  # OLMo2's initialiser scale, for every weight matrix and the embedding
-
 
 def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
   """Rotary embedding, rotate-half form. x [B, T, H, D], positions [T] or [B, T]."""
@@ -37,6 +35,10 @@ def _dtypes(m: ml_collections.ConfigDict) -> dict:
   return dict(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype))
 
 
+def _init(m: ml_collections.ConfigDict):
+  return nnx.initializers.normal(m.init_std)
+
+
 class Attention(nnx.Module):
   """Projections and QK-norm; the attention itself is chosen by the caller (train or decode)."""
 
@@ -44,7 +46,7 @@ class Attention(nnx.Module):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
     self.num_heads, self.num_kv_heads, self.head_dim = m.num_heads, m.num_kv_heads, m.head_dim
     dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m),
-                              kernel_init=nnx.initializers.normal(INIT_STD))
+                              kernel_init=_init(m))
     self.q_proj = dense(m.d_model, m.num_heads * m.head_dim)
     self.k_proj = dense(m.d_model, m.num_kv_heads * m.head_dim)
     self.v_proj = dense(m.d_model, m.num_kv_heads * m.head_dim)
@@ -68,7 +70,7 @@ class MLP(nnx.Module):
 
   def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m),
-                              kernel_init=nnx.initializers.normal(INIT_STD))
+                              kernel_init=_init(m))
     self.gate = dense(m.d_model, m.mlp_dim)
     self.up = dense(m.d_model, m.mlp_dim)
     self.down = dense(m.mlp_dim, m.d_model)
@@ -105,7 +107,7 @@ class Transformer(nnx.Module):
     self.num_layers, self.remat, self.scan_layers = m.num_layers, m.remat, m.scan_layers
     self.position_scheme, self.tie_embeddings = m.phd.position_scheme, m.tie_embeddings
     self.embed = nnx.Embed(m.vocab_size, m.d_model, rngs=rngs, **_dtypes(m),
-                           embedding_init=nnx.initializers.normal(INIT_STD))
+                           embedding_init=_init(m))
     self.copy_embed = nnx.Param(jnp.zeros((self.spec.num_copies, m.d_model),
                                           jnp.dtype(m.param_dtype))) if m.phd.copy_embedding else None
     if m.scan_layers:
@@ -119,7 +121,7 @@ class Transformer(nnx.Module):
     self.final_norm = nnx.RMSNorm(m.d_model, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
     self.lm_head = None if m.tie_embeddings else nnx.Linear(
         m.d_model, m.vocab_size, use_bias=False, rngs=rngs, **_dtypes(m),
-        kernel_init=nnx.initializers.normal(INIT_STD))
+        kernel_init=_init(m))
 
   def embed_copies(self, tokens: jax.Array) -> jax.Array:
     """tokens [B, L] -> inputs of the grouped layout [B, K*L, d]."""

@@ -25,7 +25,7 @@ from phd_jax import data
 from phd_jax.checkpoint import Checkpointer, check_compatible
 from phd_jax.config import validate_config
 from phd_jax.model import Transformer, param_count
-from phd_jax.sampling import sample_text
+from phd_jax.decode import generate
 
 LN2 = math.log(2.0)
 
@@ -65,10 +65,14 @@ def make_steps(graphdef: nnx.GraphDef):
   return train_step, eval_step
 
 
-def create_state(cfg: ml_collections.ConfigDict):
+def init_train_objects(cfg: ml_collections.ConfigDict) -> tuple[Transformer, nnx.Optimizer]:
   model = Transformer(cfg.model, rngs=nnx.Rngs(cfg.seed))
-  optimizer = nnx.Optimizer(model, make_optimizer(cfg.train), wrt=nnx.Param)
-  return nnx.split((model, optimizer))
+  return model, nnx.Optimizer(model, make_optimizer(cfg.train), wrt=nnx.Param)
+
+
+def create_state(cfg: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, nnx.State]:
+  """(graphdef, state) of the model and optimizer: the pure form the jitted steps take."""
+  return nnx.split(init_train_objects(cfg))
 
 
 class MetricsLog:
@@ -161,29 +165,27 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   summary = {"step": t.steps, "val_bits_per_byte": val_bpb}
   if t.sample_tokens:
     model = nnx.merge(graphdef, state)[0]
-    ids = sample_text(model, data.encode(t.sample_prompt), t.sample_tokens, t.seq_len,
-                      t.sample_temperature, seed=cfg.seed)
-    summary["sample"] = data.decode(ids)
+    ids, n = generate(model, [data.encode(t.sample_prompt).tolist()], t.sample_tokens,
+                      temperature=t.sample_temperature, seed=cfg.seed)
+    summary["sample"] = t.sample_prompt + data.decode(ids[0, :n[0]])
     print("----- sample -----\n" + summary["sample"] + "\n------------------", flush=True)
   print(f"done: steps={t.steps} val_bits_per_byte={val_bpb:.4f} workdir={workdir}", flush=True)
   return summary
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py",
-                                          "Experiment config file (a get_config() module).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints and metrics.jsonl.")
-
-
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  if not _WORKDIR.value:
+  if not flags.FLAGS.workdir:
     sys.exit("error: --workdir is required")
   try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except ValueError as e:  # config and checkpoint problems: one clear line, no traceback
     sys.exit(f"error: {e}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only when run as a program, so importing this module is free
+  config_flags.DEFINE_config_file("config", "configs/quickstart.py",
+                                  "Experiment config file (a get_config() module).")
+  flags.DEFINE_string("workdir", None, "Run directory: checkpoints and metrics.jsonl.")
   app.run(main)
