@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.norm_eps = 1e-6
   m.init_std = 0.02  # normal init of every weight matrix and the embedding (OLMo2's scale)
   m.attention_impl = "xla"  # dense (reference, tests) | xla | pallas
+  m.pallas_block_q = 128  # tile sizes of the Pallas kernel (TPU: multiples of 128 suit best)
+  m.pallas_block_kv = 128
   m.param_dtype = "float32"
   m.dtype = "float32"  # compute dtype; bfloat16 for TPU
   m.remat = False  # recompute each block in the backward pass (saves activation memory)

@@ -1,5 +1,6 @@
 """Attention over the grouped PHD layout, behind one switch (`model.attention_impl`).
 
+- "pallas": the block-sparse flash-attention kernel of pallas_kernels/ (TPU; interpreted on CPU).
 - "dense": a masked softmax over the full (K*L)^2 score matrix built from `dense_mask`. The
   reference; for tests only.
 - "xla": exact and O(K): it never forms a (K*L)^2 matrix. Every copy of position n reads the
@@ -23,8 +24,12 @@ ATTENTION_IMPLS = ("dense", "xla", "pallas")
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec, impl: str) -> jax.Array:
-  """q [B, K*L, Hq, D], k/v [B, K*L, Hkv, D] in the grouped layout -> [B, K*L, Hq, D]."""
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec, impl: str,
+              block_sizes: tuple[int, int] = (128, 128)) -> jax.Array:
+  """q [B, K*L, Hq, D], k/v [B, K*L, Hkv, D] in the grouped layout -> [B, K*L, Hq, D].
+
+  block_sizes: (block_q, block_kv) of the Pallas kernel.
+  """
   seq_len = q.shape[1] // spec.num_copies
   if impl == "dense":
     return masked_attention(q, k, v, jnp.asarray(dense_mask(spec, seq_len)))
@@ -34,8 +39,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec, impl: str
       return masked_attention(q, k, v, inter[None, :] <= inter[:, None])
     return phd_attention(q, k, v, spec)
   if impl == "pallas":
-    raise NotImplementedError("attention_impl='pallas' arrives with the Pallas kernel issue; "
-                              "use 'xla'")
+    from pallas_kernels import phd_flash_attention  # local: Pallas is only needed here
+    return phd_flash_attention(q, k, v, spec, block_q=block_sizes[0], block_kv=block_sizes[1])
   raise ValueError(f"attention_impl={impl!r} is not one of {ATTENTION_IMPLS}")
 
 

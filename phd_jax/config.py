@@ -35,6 +35,9 @@ def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
             "vocab_size"):
     _positive_int(m, f, "model")
   _need(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
+  for f in ("pallas_block_q", "pallas_block_kv"):
+    _need(isinstance(m[f], int) and m[f] >= 8 and m[f] % 8 == 0, f"model.{f}", m[f],
+          "expected a multiple of 8 (TPU tiles are (8, 128)-aligned)")
   _need(m.head_dim % 2 == 0, "model.head_dim", m.head_dim, "must be even (RoPE rotates pairs)")
   _need(m.num_heads % m.num_kv_heads == 0, "model.num_heads", m.num_heads,
         f"must be a multiple of config.model.num_kv_heads={m.num_kv_heads} (grouped-query "

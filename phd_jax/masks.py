@@ -8,6 +8,7 @@ position n, copy j (0 = original), hidden index h(n, j) = n*(K-1) + (j-1).
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -138,11 +139,12 @@ def hidden_window_start(spec: PHDSpec, h: np.ndarray) -> np.ndarray:
   return _array_module(h).minimum(own, start)
 
 
-def visible(spec: PHDSpec, n, j, m, i):
+def visible(spec: PHDSpec, n, j, m, i, floordiv=operator.floordiv):
   """Whether query (position n, copy j) may read key (position m, copy i); broadcasts.
 
   The rules of PHD_SPEC.md, elementwise over numpy or jax integer arrays: the one definition
-  behind the reference mask and the decode-time masks.
+  behind the reference mask, the decode-time masks and the kernel's in-tile masks. Kernels pass
+  a truncating `floordiv` (their indices are never negative; Mosaic has no cheap floor division).
   """
   k = spec.num_copies
   if spec.variant == "repeat":
@@ -152,7 +154,7 @@ def visible(spec: PHDSpec, n, j, m, i):
     dist = (n * (k - 1) + j - 1) - (m * (k - 1) + i - 1)
     window = (i >= 1) & (j >= 1) & (dist > 0) & (dist <= spec.window)  # rule W
     if spec.variant == "phd_cswa":
-      window = window & ((m // spec.chunk) == (n // spec.chunk))  # rule C
+      window = window & (floordiv(m, spec.chunk) == floordiv(n, spec.chunk))  # rule C
     see = see | window
   return see
 

@@ -44,6 +44,7 @@ class Attention(nnx.Module):
 
   def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
+    self.block_sizes = (m.pallas_block_q, m.pallas_block_kv)
     self.num_heads, self.num_kv_heads, self.head_dim = m.num_heads, m.num_kv_heads, m.head_dim
     dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m),
                               kernel_init=_init(m))
@@ -89,7 +90,8 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     q, k, v = self.attn.project_qkv(x, positions)
-    return self.finish(x, attention(q, k, v, self.attn.spec, self.attn.impl))
+    a = self.attn
+    return self.finish(x, attention(q, k, v, a.spec, a.impl, a.block_sizes))
 
   def finish(self, x: jax.Array, attn_out: jax.Array) -> jax.Array:
     """The rest of the block given the attention output [B, T, Hq, D]."""

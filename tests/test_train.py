@@ -123,6 +123,15 @@ def test_command_line(corpus_glob, tmp_path):
   ok = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert "val_bits_per_byte=" in ok.stdout.strip().splitlines()[-1]
+  gen = [sys.executable, "-m", "phd_jax.generate", "--max_new_tokens=4", "--prompt=def",
+         "--prompt=import os"]
+  sampled = subprocess.run(gen + [f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+  assert sampled.returncode == 0, sampled.stderr[-2000:]
+  assert "checkpoint step 2" in sampled.stdout and "prompt 'import os'" in sampled.stdout
+  missing = subprocess.run(gen + [f"--workdir={tmp_path / 'nowhere'}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+  assert missing.returncode != 0 and "no checkpoints" in missing.stderr
   bad = subprocess.run(base + ["--config.model.phd.variant=phd_xl"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0
