@@ -38,6 +38,24 @@ def get_config() -> ml_collections.ConfigDict:
   p.position_scheme = "shared"  # shared: every copy uses position n | interleaved: n*K + j
   p.copy_embedding = False  # learned per-copy embedding added to the inputs (not in the paper)
 
+  # Devices: data x fsdp x tensor; -1 takes the remaining devices (default: all on data).
+  cfg.mesh = mesh = ml_collections.ConfigDict()
+  mesh.data = -1
+  mesh.fsdp = 1
+  mesh.tensor = 1
+  mesh.rules = (  # logical axis -> mesh axes (None: replicated)
+      ("batch", ("data", "fsdp")),
+      ("length", None),
+      ("embed", "fsdp"),
+      ("act_embed", None),
+      ("heads", "tensor"),
+      ("kv_heads", "tensor"),
+      ("mlp", "tensor"),
+      ("vocab", "tensor"),
+      ("layers", None),
+      ("copies", None),
+  )
+
   cfg.data = d = ml_collections.ConfigDict()
   d.source = "stdlib"  # stdlib: this interpreter's standard library .py files | text_files
   d.text_files = ""  # glob(s), comma separated, for source=text_files

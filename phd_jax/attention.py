@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 
+import flax.core.spmd as core_spmd
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from phd_jax.masks import PHDSpec, dense_mask, hidden_window_start, interleaved_index
+from phd_jax.sharding import logical_spec
 
 ATTENTION_IMPLS = ("dense", "xla", "pallas")
 # Finite, so fully masked (padding) rows give a harmless uniform softmax instead of NaN.
@@ -39,9 +41,22 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec, impl: str
       return masked_attention(q, k, v, inter[None, :] <= inter[:, None])
     return phd_attention(q, k, v, spec)
   if impl == "pallas":
-    from pallas_kernels import phd_flash_attention  # local: Pallas is only needed here
-    return phd_flash_attention(q, k, v, spec, block_q=block_sizes[0], block_kv=block_sizes[1])
+    return _pallas_attention(q, k, v, spec, block_sizes)
   raise ValueError(f"attention_impl={impl!r} is not one of {ATTENTION_IMPLS}")
+
+
+def _pallas_attention(q, k, v, spec: PHDSpec, block_sizes: tuple[int, int]) -> jax.Array:
+  """The Pallas kernel; under a mesh, shard_map'ed over batch and heads (each shard is whole)."""
+  from pallas_kernels import phd_flash_attention  # local: Pallas is only needed here
+  kernel = lambda q, k, v: phd_flash_attention(q, k, v, spec, block_q=block_sizes[0],
+                                               block_kv=block_sizes[1])
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not core_spmd.get_logical_axis_rules():
+    return kernel(q, k, v)
+  q_spec = logical_spec(("batch", "length", "heads", None))
+  kv_spec = logical_spec(("batch", "length", "kv_heads", None))
+  return jax.shard_map(kernel, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                       check_vma=False)(q, k, v)
 
 
 def _group(q: jax.Array, num_kv_heads: int) -> jax.Array:

@@ -71,6 +71,11 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   _need(d.source != "text_files" or bool(d.text_files), "data.text_files", d.text_files,
         "set a glob (comma-separated globs allowed) when data.source='text_files'")
   _need(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
+  import jax  # local: the device count is only known once JAX is up
+  from phd_jax.sharding import batch_shards
+  shards = batch_shards(cfg.mesh, jax.device_count())
+  _need(t.batch_size % shards == 0, "train.batch_size", t.batch_size,
+        f"must be a multiple of {shards}, the devices config.mesh.rules spread the batch over")
   from phd_jax.data import TOKENIZER_VOCAB  # local: data imports grain, heavier
   _need(cfg.model.vocab_size >= TOKENIZER_VOCAB, "model.vocab_size", cfg.model.vocab_size,
         f"must be >= {TOKENIZER_VOCAB}, the byte tokenizer's vocabulary (256 bytes + EOS)")

@@ -15,6 +15,7 @@ import ml_collections
 from flax import struct
 
 from phd_jax.config import validate_model_config
+from phd_jax.sharding import constrain
 
 
 @struct.dataclass
@@ -36,11 +37,10 @@ def init_cache(model_cfg: ml_collections.ConfigDict, batch_size: int, max_len: i
   dtype = jnp.dtype(model_cfg.dtype)
   slots = max_len * (spec.num_copies if spec.variant == "repeat" else 1)
   w = spec.window
+  names = ("layers", "batch", "length", "kv_heads", None)  # sharded like the activations
+  kv = lambda length: constrain(jnp.zeros((n, batch_size, length, h, d), dtype), names)
   return KVCache(
-      k=jnp.zeros((n, batch_size, slots, h, d), dtype),
-      v=jnp.zeros((n, batch_size, slots, h, d), dtype),
-      window_k=jnp.zeros((n, batch_size, w, h, d), dtype),
-      window_v=jnp.zeros((n, batch_size, w, h, d), dtype),
+      k=kv(slots), v=kv(slots), window_k=kv(w), window_v=kv(w),
       window_index=jnp.full((batch_size, w), -1, jnp.int32),
       length=jnp.zeros((batch_size,), jnp.int32))
 

@@ -19,6 +19,7 @@ from flax import nnx
 from phd_jax.attention import attention
 from phd_jax.config import validate_model_config
 from phd_jax.masks import PHDSpec, expand_copies, last_copy_slice, position_ids, token_coords
+from phd_jax.sharding import constrain
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -35,8 +36,12 @@ def _dtypes(m: ml_collections.ConfigDict) -> dict:
   return dict(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype))
 
 
-def _init(m: ml_collections.ConfigDict):
-  return nnx.initializers.normal(m.init_std)
+def _init(m: ml_collections.ConfigDict, *names: str):
+  """Normal init, annotated with logical axis names (config.mesh.rules maps them to devices)."""
+  return nnx.with_partitioning(nnx.initializers.normal(m.init_std), names)
+
+
+_LAYERS = {nnx.PARTITION_NAME: "layers"}  # the stacked axis of scanned layers
 
 
 class Attention(nnx.Module):
@@ -46,12 +51,12 @@ class Attention(nnx.Module):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
     self.block_sizes = (m.pallas_block_q, m.pallas_block_kv)
     self.num_heads, self.num_kv_heads, self.head_dim = m.num_heads, m.num_kv_heads, m.head_dim
-    dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m),
-                              kernel_init=_init(m))
-    self.q_proj = dense(m.d_model, m.num_heads * m.head_dim)
-    self.k_proj = dense(m.d_model, m.num_kv_heads * m.head_dim)
-    self.v_proj = dense(m.d_model, m.num_kv_heads * m.head_dim)
-    self.o_proj = dense(m.num_heads * m.head_dim, m.d_model)
+    dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m))
+    self.q_proj = dense(m.d_model, m.num_heads * m.head_dim, kernel_init=_init(m, "embed", "heads"))
+    kv = functools.partial(dense, m.d_model, m.num_kv_heads * m.head_dim,
+                           kernel_init=_init(m, "embed", "kv_heads"))
+    self.k_proj, self.v_proj = kv(), kv()
+    self.o_proj = dense(m.num_heads * m.head_dim, m.d_model, kernel_init=_init(m, "heads", "embed"))
     norm = functools.partial(nnx.RMSNorm, m.head_dim, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
     self.q_norm, self.k_norm = norm(), norm()
 
@@ -70,11 +75,10 @@ class MLP(nnx.Module):
   """SwiGLU."""
 
   def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-    dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m),
-                              kernel_init=_init(m))
-    self.gate = dense(m.d_model, m.mlp_dim)
-    self.up = dense(m.d_model, m.mlp_dim)
-    self.down = dense(m.mlp_dim, m.d_model)
+    dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m))
+    self.gate = dense(m.d_model, m.mlp_dim, kernel_init=_init(m, "embed", "mlp"))
+    self.up = dense(m.d_model, m.mlp_dim, kernel_init=_init(m, "embed", "mlp"))
+    self.down = dense(m.mlp_dim, m.d_model, kernel_init=_init(m, "mlp", "embed"))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
@@ -97,24 +101,31 @@ class Block(nnx.Module):
     """The rest of the block given the attention output [B, T, Hq, D]."""
     b, t, _ = x.shape
     x = x + self.attn_norm(self.attn.o_proj(attn_out.reshape(b, t, -1)))
-    return x + self.mlp_norm(self.mlp(x))
+    x = x + self.mlp_norm(self.mlp(x))
+    return constrain(x, ("batch", "length", "act_embed"))
 
 
 class Transformer(nnx.Module):
   """tokens [B, L] int32 -> logits [B, L, vocab] (float32) from the last copy of each position."""
 
   def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    # Variables carry logical sharding names only; the train step's jit places them on a mesh.
+    with nnx.use_eager_sharding(False):
+      self._build(m, rngs)
+
+  def _build(self, m: ml_collections.ConfigDict, rngs: nnx.Rngs) -> None:
     self.spec = validate_model_config(m)
     self.config = ml_collections.FrozenConfigDict(m)  # hashable: decode builds caches from it
     self.num_layers, self.remat, self.scan_layers = m.num_layers, m.remat, m.scan_layers
     self.position_scheme, self.tie_embeddings = m.phd.position_scheme, m.tie_embeddings
     self.embed = nnx.Embed(m.vocab_size, m.d_model, rngs=rngs, **_dtypes(m),
-                           embedding_init=_init(m))
-    self.copy_embed = nnx.Param(jnp.zeros((self.spec.num_copies, m.d_model),
-                                          jnp.dtype(m.param_dtype))) if m.phd.copy_embedding else None
+                           embedding_init=_init(m, "vocab", "embed"))
+    self.copy_embed = nnx.Param(
+        jnp.zeros((self.spec.num_copies, m.d_model), jnp.dtype(m.param_dtype)),
+        out_sharding=("copies", "embed")) if m.phd.copy_embedding else None
     if m.scan_layers:
       @nnx.split_rngs(splits=m.num_layers)
-      @nnx.vmap(in_axes=(0,), out_axes=0)
+      @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata=_LAYERS)
       def stacked(rngs: nnx.Rngs) -> Block:
         return Block(m, self.spec, rngs=rngs)
       self.layers = stacked(rngs)
@@ -123,7 +134,7 @@ class Transformer(nnx.Module):
     self.final_norm = nnx.RMSNorm(m.d_model, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
     self.lm_head = None if m.tie_embeddings else nnx.Linear(
         m.d_model, m.vocab_size, use_bias=False, rngs=rngs, **_dtypes(m),
-        kernel_init=_init(m))
+        kernel_init=_init(m, "embed", "vocab"))
 
   def embed_copies(self, tokens: jax.Array) -> jax.Array:
     """tokens [B, L] -> inputs of the grouped layout [B, K*L, d]."""
@@ -142,7 +153,7 @@ class Transformer(nnx.Module):
     if self.remat:
       fn = nnx.remat(fn)
     if self.scan_layers:
-      @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))
+      @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0), transform_metadata=_LAYERS)
       def body(x, layer, state):
         return fn(layer, x, state)
       return body(x, self.layers, per_layer)

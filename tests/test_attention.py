@@ -1,5 +1,6 @@
 """The O(K) `xla` attention equals the dense masked softmax, in outputs and gradients."""
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ def test_no_dense_score_matrix_on_the_training_path(spec):
   def walk(jx):
     for eqn in jx.eqns:
       sizes.extend(int(np.prod(o.aval.shape)) for o in eqn.outvars if hasattr(o.aval, "shape"))
-      for sub in jax.core.jaxprs_in_params(eqn.params):
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         walk(sub)
   walk(jaxpr.jaxpr)
   dense_scores = q.shape[0] * hq * spec.num_tokens(seq_len) ** 2

@@ -1,0 +1,33 @@
+"""One of two processes of a real multi-host run on 127.0.0.1 (see test_scaling.py).
+
+argv: corpus glob, workdir, coordinator port, process id. Prints one JSON line (process 0).
+"""
+import json
+import os
+import sys
+
+import jax
+
+from phd_jax import sharding
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def main(corpus_glob: str, workdir: str, port: str, process_id: str) -> None:
+  sharding.initialize_distributed(f"127.0.0.1:{port}", 2, int(process_id))
+  from phd_jax.train import train_and_evaluate  # after initialize: the device list is global
+  from test_train import tiny_config
+  cfg = tiny_config(corpus_glob, steps=4, batch_size=8)  # mesh data=-1: all 8 devices
+  first = train_and_evaluate(cfg, workdir)
+  again = train_and_evaluate(cfg, workdir)  # restores the step-4 checkpoint, nothing to train
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      losses = {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+    print("RESULTS " + json.dumps({"devices": jax.device_count(), "processes": jax.process_count(),
+                                   "losses": losses, "val": first["val_bits_per_byte"],
+                                   "val_restored": again["val_bits_per_byte"]}), flush=True)
+  jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])

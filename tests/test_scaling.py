@@ -1,0 +1,92 @@
+"""One config on 1 and 8 (simulated CPU) devices: same losses, rule-given shardings, resharding."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flax import nnx
+
+from multidevice_worker import PROMPTS
+from phd_jax import sharding
+from phd_jax.decode import generate
+from phd_jax.train import create_state, train_and_evaluate
+from test_train import corpus_glob, losses, tiny_config  # noqa: F401  (fixture)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_mesh_shape_and_errors():
+  cfg = tiny_config("unused").mesh
+  assert sharding.mesh_shape(cfg, 8) == (8, 1, 1)
+  cfg.update(data=-1, fsdp=2, tensor=2)
+  assert sharding.mesh_shape(cfg, 8) == (2, 2, 2)
+  cfg.update(data=3, fsdp=1, tensor=1)
+  with pytest.raises(ValueError, match="config.mesh"):
+    sharding.mesh_shape(cfg, 8)
+  cfg.update(data=-1, fsdp=-1)
+  with pytest.raises(ValueError, match="only one"):
+    sharding.mesh_shape(cfg, 8)
+  cfg.update(data=-1, fsdp=2, tensor=2)
+  assert sharding.batch_shards(cfg, 8) == 4  # batch -> (data, fsdp)
+
+
+def test_eight_devices_match_one(corpus_glob, tmp_path):
+  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
+  single = losses(tmp_path / "single")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+                 [os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+  run = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_worker.py"), corpus_glob,
+                        str(tmp_path / "multi")], capture_output=True, text=True, timeout=900,
+                       env=env, cwd=os.path.dirname(HERE))
+  assert run.returncode == 0, run.stderr[-3000:]
+  line = next(l for l in run.stdout.splitlines() if l.startswith("RESULTS "))
+  res = json.loads(line[len("RESULTS "):])
+  assert res["devices"] == 8
+  expect = [single[s] for s in range(1, 5)]
+  for name in ("8x1x1", "2x2x2", "1x4x2", "moved"):
+    got = [res[name][str(s)] for s in range(1, 5)]
+    np.testing.assert_allclose(got, expect, rtol=2e-5, err_msg=name)
+  assert res["pallas_sharded_err"] < 1e-5
+  model = nnx.merge(*create_state(tiny_config(corpus_glob, batch_size=8)))[0]  # 1 device
+  np.testing.assert_array_equal(res["generated"], generate(model, PROMPTS, 6, eos_id=None)[0])
+  # q_proj is (embed, heads) -> (fsdp, tensor); the embedding (vocab, embed) -> (tensor, fsdp).
+  assert res["2x2x2_specs"] == ["P('fsdp', 'tensor')", "P('tensor', 'fsdp')"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(corpus_glob, tmp_path):
+  """jax.distributed on 127.0.0.1, 2 processes x 4 CPU devices, gloo collectives."""
+  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
+  single = losses(tmp_path / "single")
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+                 [os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_worker.py"),
+                             corpus_glob, str(tmp_path / "multi"), str(port), str(i)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=os.path.dirname(HERE)) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=600) for p in procs]
+  finally:  # never leave a process behind, whatever happened
+    for p in procs:
+      p.kill()
+      p.wait()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  line = next(l for l in outs[0][0].splitlines() if l.startswith("RESULTS "))
+  res = json.loads(line[len("RESULTS "):])
+  assert (res["devices"], res["processes"]) == (8, 2)
+  np.testing.assert_allclose([res["losses"][str(s)] for s in range(1, 5)],
+                             [single[s] for s in range(1, 5)], rtol=2e-5)
+  assert res["val_restored"] == pytest.approx(res["val"], rel=1e-6)
