@@ -43,8 +43,12 @@ class Checkpointer:
         config=ocp.args.JsonSave(cfg.to_dict())))
 
   def restore(self, step: int, state: nnx.State, data_iter=None) -> nnx.State:
-    """Restores into the structure (and shardings) of `state`; advances `data_iter` in place."""
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+    """Restores into the structure and shardings of `state`; advances `data_iter` in place.
+
+    Arrays of `state` without a sharding (abstract ones, e.g. from nnx.eval_shape) land on this
+    process's first device: a run saved on any mesh restores onto one device for inference.
+    """
+    target = jax.tree.map(_restore_target, nnx.to_pure_dict(state))
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
@@ -57,6 +61,14 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _restore_target(x) -> jax.ShapeDtypeStruct:
+  target = ocp.utils.to_shape_dtype_struct(x)
+  if getattr(target, "sharding", None) is None:
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=one)
+  return target
 
 
 def param_shapes(model_cfg: ml_collections.ConfigDict) -> dict:

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from flax import nnx
 from multidevice_worker import PROMPTS
 from phd_jax import sharding
 from phd_jax.decode import generate
+from phd_jax.generate import load_model
 from phd_jax.train import create_state, train_and_evaluate
 from test_train import corpus_glob, losses, tiny_config  # noqa: F401  (fixture)
 
@@ -51,6 +53,13 @@ def test_eight_devices_match_one(corpus_glob, tmp_path):
   for name in ("8x1x1", "2x2x2", "1x4x2", "moved"):
     got = [res[name][str(s)] for s in range(1, 5)]
     np.testing.assert_allclose(got, expect, rtol=2e-5, err_msg=name)
+  # The checkpoint written by 8 devices restores onto this single device, for inference.
+  from_8, step = load_model(str(tmp_path / "multi" / "8x1x1"))
+  from_1, _ = load_model(str(tmp_path / "single"))
+  assert step == 4
+  for a, b in zip(jax.tree.leaves(nnx.state(from_8)), jax.tree.leaves(nnx.state(from_1))):
+    assert len(a.sharding.device_set) == 1
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   assert res["pallas_sharded_err"] < 1e-5
   model = nnx.merge(*create_state(tiny_config(corpus_glob, batch_size=8)))[0]  # 1 device
   np.testing.assert_array_equal(res["generated"], generate(model, PROMPTS, 6, eos_id=None)[0])
