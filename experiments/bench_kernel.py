@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash

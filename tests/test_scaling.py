@@ -16,7 +16,7 @@ from phd_jax import sharding
 from phd_jax.decode import generate
 from phd_jax.generate import load_model
 from phd_jax.train import create_state, train_and_evaluate
-from test_train import corpus_glob, losses, tiny_config  # noqa: F401  (fixture)
+from test_train import losses, tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

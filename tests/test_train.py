@@ -16,18 +16,6 @@ from phd_jax.train import train_and_evaluate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def corpus_glob(tmp_path_factory):
-  """A small deterministic corpus of text files (fast to load, easy to learn)."""
-  root = tmp_path_factory.mktemp("corpus")
-  rng = np.random.default_rng(0)
-  words = ["def", "return", "self", "import", "class", "for", "in", "if", "else", "value"]
-  for i in range(12):
-    lines = [" ".join(rng.choice(words, size=6)) + ":" for _ in range(200)]
-    (root / f"file{i:02d}.txt").write_text("\n".join(lines))
-  return str(root / "*.txt")
-
-
 def tiny_config(corpus_glob, **train):
   cfg = model_tiny.get_config()
   cfg.data.update(source="text_files", text_files=corpus_glob)
