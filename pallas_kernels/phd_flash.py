@@ -147,6 +147,16 @@ def _forward(g: _Geometry, q, k, v, interpret: bool):
 # ----------------------------------------------------------------------------- backward
 
 
+def _tile_grads(g: _Geometry, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, q_block, kv_block,
+                masked: bool):
+  """Probabilities p and score gradients ds [bq, bk] of one tile, recomputed from the lse."""
+  s, ok = _tile_scores(g, q_ref[...], k_ref[...], q_block, kv_block, masked)
+  p = jnp.exp(s - lse_ref[...][:, :1])
+  p = p if ok is None else jnp.where(ok, p, 0.0)
+  dp = _dot(do_ref[...], v_ref[...], ((1,), (1,)))
+  return p, p * (dp - di_ref[...][:, :1]) * g.scale
+
+
 def _dq_kernel(kv_index_ref, full_ref, num_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref,
                dq_ref, dq_scr, *, g: _Geometry):
   i, visit = pl.program_id(2), pl.program_id(3)
@@ -156,12 +166,9 @@ def _dq_kernel(kv_index_ref, full_ref, num_ref, q_ref, k_ref, v_ref, do_ref, lse
     dq_scr[...] = jnp.zeros_like(dq_scr)
 
   def update(masked: bool):
-    k, v = k_ref[...], v_ref[...]
-    s, ok = _tile_scores(g, q_ref[...], k, i, kv_index_ref[i, visit], masked)
-    p = jnp.exp(s - lse_ref[...][:, :1])
-    p = p if ok is None else jnp.where(ok, p, 0.0)
-    dp = _dot(do_ref[...], v, ((1,), (1,)))  # [bq, bk]
-    ds = p * (dp - di_ref[...][:, :1]) * g.scale
+    k = k_ref[...]
+    _, ds = _tile_grads(g, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, i,
+                        kv_index_ref[i, visit], masked)
     dq_scr[...] += _dot(ds.astype(k.dtype), k, ((1,), (0,)))
 
   _for_live_tiles(visit < num_ref[i], full_ref[i, visit] != 0, update)
@@ -182,12 +189,9 @@ def _dkv_kernel(q_index_ref, full_ref, num_ref, q_ref, k_ref, v_ref, do_ref, lse
 
   def update(masked: bool):
     q, do = q_ref[...], do_ref[...]
-    s, ok = _tile_scores(g, q, k_ref[...], q_index_ref[c, visit], c, masked)
-    p = jnp.exp(s - lse_ref[...][:, :1])  # [bq, bk]
-    p = p if ok is None else jnp.where(ok, p, 0.0)
+    p, ds = _tile_grads(g, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, q_index_ref[c, visit],
+                        c, masked)
     dv_scr[...] += _dot(p.astype(do.dtype), do, ((0,), (0,)))
-    dp = _dot(do, v_ref[...], ((1,), (1,)))
-    ds = p * (dp - di_ref[...][:, :1]) * g.scale
     dk_scr[...] += _dot(ds.astype(q.dtype), q, ((0,), (0,)))
 
   _for_live_tiles(visit < num_ref[c], full_ref[c, visit] != 0, update)
