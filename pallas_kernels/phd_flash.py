@@ -104,6 +104,7 @@ def _fwd_kernel(kv_index_ref, full_ref, num_ref, q_ref, k_ref, v_ref, o_ref, lse
     lse_ref[...] = jnp.broadcast_to(m_scr[...][:, :1] + jnp.log(l), lse_ref.shape)
 
 
+@functools.lru_cache(maxsize=64)  # built once per geometry, shared by forward and backward
 def _tables(g: _Geometry) -> tuple[BlockTables, BlockTables]:
   fwd = block_tables(g.spec, g.seq_len, block_q=g.block_q, block_kv=g.block_kv)
   return fwd, transpose_tables(fwd, -(-g.total // g.block_kv))

@@ -22,7 +22,7 @@ from flax import nnx
 from phd_jax.attention import masked_attention
 from phd_jax.data import EOS_ID
 from phd_jax.kv_cache import KVCache, init_cache
-from phd_jax.masks import PHDSpec, visible
+from phd_jax.masks import PHDSpec, rope_positions, visible
 from phd_jax.model import Transformer
 
 
@@ -39,10 +39,8 @@ def _run(model: Transformer, cache: KVCache, tokens: jax.Array, pos: jax.Array, 
   b, t = tokens.shape
   run_keys = not repeat and bool((np.asarray(copy) >= 1).any())  # static: hidden keys in the run?
   copy = jnp.broadcast_to(jnp.asarray(copy, jnp.int32), (b, t))
-  x = model.embed(tokens)  # [B, T, d]
-  if model.copy_embed is not None:
-    x = x + model.copy_embed[...][copy].astype(x.dtype)
-  rope = pos if model.position_scheme == "shared" else pos * kk + copy
+  x = model.embed_at(tokens, copy)  # [B, T, d]
+  rope = rope_positions(pos, copy, kk, model.position_scheme)
 
   # Where this run's K/V land in the cache: originals (every copy for repeat); else dropped.
   slots = cache.k.shape[2]

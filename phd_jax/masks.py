@@ -85,7 +85,11 @@ def position_ids(seq_len: int, num_copies: int, scheme: str) -> np.ndarray:
   """RoPE positions of the grouped layout [K*L] (PHD_SPEC section Positions)."""
   if scheme not in POSITION_SCHEMES:
     raise ValueError(f"position_scheme={scheme!r} is not one of {POSITION_SCHEMES}")
-  pos, copy = token_coords(seq_len, num_copies)
+  return rope_positions(*token_coords(seq_len, num_copies), num_copies, scheme)
+
+
+def rope_positions(pos, copy, num_copies: int, scheme: str):
+  """RoPE position of copy `copy` of position `pos`, elementwise (numpy or jax)."""
   return pos if scheme == "shared" else pos * num_copies + copy
 
 

@@ -136,13 +136,17 @@ class Transformer(nnx.Module):
         m.d_model, m.vocab_size, use_bias=False, rngs=rngs, **_dtypes(m),
         kernel_init=_init(m, "embed", "vocab"))
 
-  def embed_copies(self, tokens: jax.Array) -> jax.Array:
-    """tokens [B, L] -> inputs of the grouped layout [B, K*L, d]."""
-    x = expand_copies(self.embed(tokens), self.spec.num_copies, axis=1)
+  def embed_at(self, tokens: jax.Array, copy) -> jax.Array:
+    """Input vectors of tokens [B, T] that are copies `copy` ([T] or [B, T]) -> [B, T, d]."""
+    x = self.embed(tokens)
     if self.copy_embed is not None:
-      _, copy = token_coords(tokens.shape[1], self.spec.num_copies)
       x = x + self.copy_embed[...][copy].astype(x.dtype)
     return x
+
+  def embed_copies(self, tokens: jax.Array) -> jax.Array:
+    """tokens [B, L] -> inputs of the grouped layout [B, K*L, d]."""
+    _, copy = token_coords(tokens.shape[1], self.spec.num_copies)
+    return self.embed_at(expand_copies(tokens, self.spec.num_copies, axis=1), copy)
 
   def over_layers(self, fn: Callable, x: jax.Array, per_layer=None):
     """x, per-layer states -> fn(layer, x, state) -> (x, new state) applied over depth.
