@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/quickstart
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench results clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) experiments/bench_train.py
 	$(PY) experiments/bench_inference.py
+
+# The README's Results: every sweep at full scale, then the latency plots, into docs/results.
+# About 1.5 hours on 2 CPU cores; finished runs are kept, so rerunning resumes or just redraws.
+RESULTS ?= docs/results
+results: $(STAMP)
+	$(PY) experiments/k_sweep.py --out=$(RESULTS)
+	$(PY) experiments/chunk_sweep.py --out=$(RESULTS)
+	$(PY) experiments/window_sweep.py --out=$(RESULTS)
+	$(PY) experiments/latency.py --out=$(RESULTS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -47,11 +47,12 @@ def timed(fn, *args):
   return time.perf_counter() - t
 
 
-def bench_prefill(prompt_lens, rounds):
+def bench_prefill(prompt_lens, rounds, variants=PREFILL):
+  """Median prefill seconds per (prompt length, name of `variants`)."""
   runs = {}
   for p in prompt_lens:
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (1, p)), jnp.int32)
-    for name, (variant, k, w, c, truncate) in PREFILL.items():
+    for name, (variant, k, w, c, truncate) in variants.items():
       m = model_cfg(variant, k, w, c)
       model = Transformer(m, rngs=nnx.Rngs(0))
       fn = nnx.jit(lambda mod, t, cache, tr=truncate: prefill(mod, t, cache, truncate=tr)[0])
@@ -63,7 +64,7 @@ def bench_prefill(prompt_lens, rounds):
   times = {key: [] for key in runs}
   for p in prompt_lens:  # each length on its own, so a long prefill's memory churn stays apart
     for r in range(rounds):
-      names = list(PREFILL)[r % len(PREFILL):] + list(PREFILL)[:r % len(PREFILL)]  # rotate
+      names = list(variants)[r % len(variants):] + list(variants)[:r % len(variants)]  # rotate
       for name in names:
         fn, args = runs[p, name]
         times[p, name].append(timed(fn, *args))

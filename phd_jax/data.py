@@ -116,10 +116,17 @@ def train_dataset(tokens: np.ndarray, seq_len: int, batch_size: int, seed: int,
 
 def val_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
                 max_batches: int) -> list[dict[str, np.ndarray]]:
-  """The first windows of the validation split, in order: the same batches at every evaluation."""
-  ds = grain.MapDataset.source(Windows(tokens, seq_len)).batch(batch_size, drop_remainder=True)
-  n = min(max_batches, len(ds))
+  """Windows spread evenly over the whole validation split, the same at every evaluation.
+
+  Evenly spaced rather than the first ones: the first few windows all lie in one file, and a
+  single file's bits/byte can sit far from the split's.
+  """
+  windows = Windows(tokens, seq_len)
+  n = min(max_batches, len(windows) // batch_size)
   if n == 0:
     raise ValueError(f"config.train.batch_size={batch_size}: the validation split has only "
-                     f"{len(Windows(tokens, seq_len))} windows of seq_len={seq_len}")
-  return [ds[i] for i in range(n)]
+                     f"{len(windows)} windows of seq_len={seq_len}")
+  picks = np.linspace(0, len(windows) - 1, n * batch_size).round().astype(int)
+  rows = [windows[int(i)] for i in picks]
+  return [{k: np.stack([r[k] for r in rows[b * batch_size:(b + 1) * batch_size]])
+           for k in rows[0]} for b in range(n)]

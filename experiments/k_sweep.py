@@ -1,0 +1,34 @@
+"""Does PHD lower the loss at equal training tokens, and more as K grows? (paper Tables 1-2, Fig. 1)
+
+Vanilla, the naive repeat baseline (K=2), PHD (K=2) and PHD-CSWA (K=2, 3; W=16, C=32) train the
+same model on the same batches for the same number of original tokens. One more row asks what
+the paper leaves open: a vanilla model given the training FLOPs of PHD-CSWA K=2, spent on more
+steps (more original tokens; same parameters and the same KV cache as every PHD row).
+
+  python experiments/k_sweep.py --quick --out=/tmp/k_sweep     # minutes
+  python experiments/k_sweep.py --out=results/sweeps           # the README's run
+"""
+from __future__ import annotations
+
+import common
+from common import Run, config, step_flops
+
+CSWA_K2 = Run("phd_cswa K=2", "phd_cswa", 2, 16, 32)
+
+
+def runs(scale: str) -> list[Run]:
+  matched = step_flops(config(CSWA_K2, scale, 0)) / step_flops(config(Run("", "vanilla"), scale, 0))
+  return [
+      Run("vanilla", "vanilla"),
+      Run("repeat K=2", "repeat", 2),
+      Run("phd K=2", "phd", 2),
+      CSWA_K2,
+      Run("phd_cswa K=3", "phd_cswa", 3, 16, 32),
+      Run(f"vanilla, FLOPs of cswa K=2 ({matched:.2f}x steps)", "vanilla",
+          steps_scale=round(matched, 2)),
+  ]
+
+
+if __name__ == "__main__":
+  common.main(__doc__.split("\n\n")[0], runs, "k_sweep", "K sweep: equal original tokens",
+              by_flops=True)
