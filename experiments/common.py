@@ -98,15 +98,21 @@ def train_one(run: Run, scale: str, seed: int, out: str, keep_checkpoints: bool)
 
   workdir = os.path.join(out, "runs", f"{run.name}-s{seed}")
   done = os.path.join(workdir, "summary.json")
+  cfg = config(run, scale, seed)
+  expected = dict(steps=cfg.train.steps, flops=step_flops(cfg) * cfg.train.steps,
+                  tokens=cfg.train.steps * cfg.train.batch_size * cfg.train.seq_len)
   if os.path.exists(done):
     with open(done) as f:
-      return json.load(f)
-  cfg = config(run, scale, seed)
+      summary = json.load(f)
+    if any(not math.isclose(summary[k], v, rel_tol=1e-9) for k, v in expected.items()):
+      raise ValueError(
+          f"{workdir} holds a finished run of other settings "
+          f"({ {k: summary[k] for k in expected} } != {expected}; another scale or --steps?): "
+          "give this sweep its own --out")
+    return summary
   t0 = time.time()
   summary = train_and_evaluate(cfg, workdir)
-  summary.update(seconds=time.time() - t0, steps=cfg.train.steps,
-                 flops=step_flops(cfg) * cfg.train.steps,
-                 tokens=cfg.train.steps * cfg.train.batch_size * cfg.train.seq_len)
+  summary.update(expected, seconds=time.time() - t0)
   if not keep_checkpoints:  # the curves and summary are the result; checkpoints are bulk
     shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
   tmp = done + ".tmp"

@@ -80,7 +80,8 @@ def test_sweep_trains_writes_outputs_and_resumes(tmp_path, monkeypatch, corpus_g
   for png in ("t_curves.png", "t_final.png"):
     assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
   assert "| cswa | 2 | 4 | 8 |" in md and "(n=2)" in md
-  assert not os.path.exists(tmp_path / "runs" / "cswa" / "checkpoints")
+  run_dir = tmp_path / "runs" / "phd_cswa-k2-w4-c8-s0"
+  assert (run_dir / "metrics.jsonl").exists() and not (run_dir / "checkpoints").exists()
 
   # a rerun reads each summary back instead of training (a changed summary shows through)
   done = tmp_path / "runs" / "phd_cswa-k2-w4-c8-s1" / "summary.json"
@@ -89,6 +90,12 @@ def test_sweep_trains_writes_outputs_and_resumes(tmp_path, monkeypatch, corpus_g
   again, _ = common.run_sweep(runs, args)
   assert again[3]["val_bits_per_byte"] == 1.25
   assert [f["val_bits_per_byte"] for f in again[:3]] == [f["val_bits_per_byte"] for f in finals[:3]]
+
+  # the same --out at other settings is refused, not silently mixed in
+  args.seeds = 1
+  monkeypatch.setitem(common.SCALES["quick"]["train"], "steps", 4)
+  with pytest.raises(ValueError, match="other settings"):
+    common.run_sweep(runs, args)
 
 
 def test_cli_rejects_bad_arguments():
