@@ -31,10 +31,10 @@ bench: $(STAMP)
 	$(PY) experiments/bench_inference.py
 
 # The README's Results: every sweep at full scale, then the latency plots, into docs/results.
-# About 1.5 hours on 2 CPU cores; finished runs are kept, so rerunning resumes or just redraws.
+# About 2 hours on 2 CPU cores; finished runs are kept, so rerunning resumes or just redraws.
 RESULTS ?= docs/results
 results: $(STAMP)
-	$(PY) experiments/k_sweep.py --out=$(RESULTS)
+	$(PY) experiments/k_sweep.py --seeds=3 --out=$(RESULTS)
 	$(PY) experiments/chunk_sweep.py --out=$(RESULTS)
 	$(PY) experiments/window_sweep.py --out=$(RESULTS)
 	$(PY) experiments/latency.py --out=$(RESULTS)

@@ -201,7 +201,8 @@ def aggregate(finals: list[dict], reference: str) -> list[dict]:
     table.append(dict(run=label, K=first["K"], W=first["W"], C=first["C"], steps=first["steps"],
                       tokens=first["tokens"], flops_x=first["flops"] / ref_flops,
                       seeds=len(vals), mean=statistics.mean(vals), std=_std(vals),
-                      values=vals, delta=statistics.mean(diffs), delta_std=_std(diffs)))
+                      values=vals, seed_ids=list(fs), delta=statistics.mean(diffs),
+                      delta_std=_std(diffs)))
   return table
 
 
@@ -265,11 +266,15 @@ def plot_curves(rows: list[dict], path: str, title: str, by_flops: bool = False)
 
 
 def plot_final(table: list[dict], path: str, title: str, xlabel: str = "") -> None:
-  """Final validation bits/byte per run: every seed (dots), their mean and std (black)."""
+  """Final validation bits/byte per run: each seed (a colour per seed), mean and std (black).
+
+  Seed s gives every run the same init seed and batches, so compare colours across runs.
+  """
   fig, ax = plt.subplots(figsize=(1.1 * len(table) + 2.5, 3.8))
   for x, r in enumerate(table):
-    ax.scatter([x] * len(r["values"]), r["values"], color="tab:blue", s=18, alpha=0.6,
-               label="one seed" if x == 0 else None)
+    for seed, v in zip(r["seed_ids"], r["values"]):
+      ax.scatter([x + 0.08], [v], color=f"C{seed}", s=18, alpha=0.8,
+                 label=f"seed {seed}" if x == 0 else None)
     ax.errorbar([x], [r["mean"]], yerr=[0 if math.isnan(r["std"]) else r["std"]], fmt="D",
                 color="black", ms=5, capsize=4, label="mean ± std" if x == 0 else None)
   ax.set_xticks(range(len(table)), [r["run"] for r in table], rotation=20, ha="right",
