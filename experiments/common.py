@@ -29,6 +29,7 @@ from configs import base  # noqa: E402
 from phd_jax import data  # noqa: E402
 from phd_jax.config import phd_spec  # noqa: E402
 from phd_jax.masks import dense_mask  # noqa: E402
+from phd_jax.train import train_and_evaluate  # noqa: E402
 
 LN2 = math.log(2.0)
 
@@ -94,8 +95,6 @@ def step_flops(cfg: ml_collections.ConfigDict) -> float:
 
 def train_one(run: Run, scale: str, seed: int, out: str, keep_checkpoints: bool) -> dict:
   """Trains one (run, seed), or reads it back when done; returns its summary."""
-  from phd_jax.train import train_and_evaluate  # after matplotlib's backend is chosen
-
   workdir = os.path.join(out, "runs", f"{run.name}-s{seed}")
   done = os.path.join(workdir, "summary.json")
   cfg = config(run, scale, seed)
@@ -307,16 +306,16 @@ def header(args: argparse.Namespace, what: str) -> str:
           f"{args.seeds} seed(s)\n\n")
 
 
-def write_outputs(args, stem: str, what: str, runs: list[Run], finals: list[dict],
+def write_outputs(args, stem: str, what: str, finals: list[dict],
                   rows: list[dict], reference: str, xlabel: str = "",
-                  by_flops: bool = False, notes: str = "") -> str:
-  """CSV (finals and curves), PNG (curves and final bars) and a markdown table into --out."""
+                  by_flops: bool = False) -> str:
+  """CSV (finals and curves), PNG (curves and final values) and a markdown table into --out."""
   table = aggregate(finals, reference)
   write_csv(os.path.join(args.out, f"{stem}_final.csv"), finals)
   write_csv(os.path.join(args.out, f"{stem}_curves.csv"), rows)
   plot_curves(rows, os.path.join(args.out, f"{stem}_curves.png"), what, by_flops)
   plot_final(table, os.path.join(args.out, f"{stem}_final.png"), what, xlabel)
-  md = header(args, what) + markdown_table(table, reference) + notes
+  md = header(args, what) + markdown_table(table, reference)
   with open(os.path.join(args.out, f"{stem}.md"), "w") as f:
     f.write(md)
   print("\n" + md, flush=True)
@@ -332,5 +331,5 @@ def main(description: str, runs, stem: str, title: str, xlabel: str = "",
   args = parse_args(description, "runs/experiments")
   rs = runs(args.scale) if callable(runs) else runs
   finals, rows = run_sweep(rs, args)
-  write_outputs(args, stem, title, rs, finals, rows, reference="vanilla", xlabel=xlabel,
+  write_outputs(args, stem, title, finals, rows, reference="vanilla", xlabel=xlabel,
                 by_flops=by_flops)

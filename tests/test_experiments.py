@@ -67,7 +67,7 @@ def test_sweep_trains_writes_outputs_and_resumes(tmp_path, monkeypatch, corpus_g
   args = argparse.Namespace(scale="quick", out=str(tmp_path), seeds=2, keep_checkpoints=False)
   runs = [Run("vanilla", "vanilla"), Run("cswa", "phd_cswa", 2, 4, 8)]
   finals, rows = common.run_sweep(runs, args)
-  md = common.write_outputs(args, "t", "test sweep", runs, finals, rows, reference="vanilla")
+  md = common.write_outputs(args, "t", "test sweep", finals, rows, reference="vanilla")
 
   assert [(f["run"], f["seed"]) for f in finals] == [("vanilla", 0), ("vanilla", 1), ("cswa", 0),
                                                      ("cswa", 1)]
