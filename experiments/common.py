@@ -14,11 +14,13 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import shutil
 import statistics
 import sys
 import time
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
@@ -48,7 +50,7 @@ SCALES = {
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One row of a sweep: a variant and its integers, optionally a longer or deeper baseline."""
+  """One row of a sweep: a variant and its integers, optionally trained for more steps."""
 
   label: str
   variant: str
@@ -121,11 +123,10 @@ def train_one(run: Run, scale: str, seed: int, out: str, keep_checkpoints: bool)
   return summary
 
 
-def curves(run: Run, scale: str, seed: int, out: str) -> list[dict]:
+def curves(run: Run, seed: int, out: str, summary: dict) -> list[dict]:
   """Rows (step, tokens, flops, split, bits_per_byte) from the run's metrics.jsonl."""
-  cfg = config(run, scale, seed)
-  per_step_tokens = cfg.train.batch_size * cfg.train.seq_len
-  per_step_flops = step_flops(cfg)
+  per_step_tokens = summary["tokens"] / summary["steps"]
+  per_step_flops = summary["flops"] / summary["steps"]
   rows = []
   with open(os.path.join(out, "runs", f"{run.name}-s{seed}", "metrics.jsonl")) as f:
     for line in f:
@@ -175,7 +176,7 @@ def run_sweep(runs: list[Run], args: argparse.Namespace) -> tuple[list[dict], li
                        tokens=summary["tokens"], flops=summary["flops"],
                        val_bits_per_byte=summary["val_bits_per_byte"],
                        train_seconds=round(summary["seconds"], 1)))
-    rows += curves(run, args.scale, seed, args.out)
+    rows += curves(run, seed, args.out, summary)
   print(f"\nsweep done in {time.time() - t0:.0f}s", flush=True)
   return finals, rows
 
@@ -289,18 +290,19 @@ def plot_final(table: list[dict], path: str, title: str, xlabel: str = "") -> No
   plt.close(fig)
 
 
+def machine() -> str:
+  """The hardware and software a measurement ran on, for the tables' provenance lines."""
+  return (f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
+          f"{jax.devices()[0].device_kind}, Python {platform.python_version()}")
+
+
 def header(args: argparse.Namespace, what: str) -> str:
   """Provenance lines for the markdown: command, machine, corpus, scale."""
-  import jax
-  import platform
-
   corpus = data.load_corpus(base.get_config().data)
   s = SCALES[args.scale]
   return (f"# {what}\n\n"
           f"- command: `python {' '.join(sys.argv)}`\n"
-          f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"jax {jax.__version__} on {jax.devices()[0].device_kind}, Python "
-          f"{platform.python_version()}\n"
+          f"- machine: {machine()}\n"
           f"- corpus: {corpus.describe()}\n"
           f"- scale `{args.scale}`: model {s['model']}; train {s['train']}; "
           f"{args.seeds} seed(s)\n\n")

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 
-import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -22,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from bench_inference import CACHE, PREFILL, bench_decode, bench_prefill, model_cfg  # noqa: E402
-from common import write_csv  # noqa: E402
+from common import machine, write_csv  # noqa: E402
 from phd_jax.kv_cache import cache_bytes  # noqa: E402
 
 SETTINGS = {
@@ -86,9 +84,8 @@ def main() -> None:
   args = p.parse_args()
   s = SETTINGS["quick" if args.quick else "full"]
   os.makedirs(args.out, exist_ok=True)
-  machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-             f"{jax.devices()[0].device_kind}")
-  print(f"{machine}; settings {s}", flush=True)
+  where = machine()
+  print(f"{where}; settings {s}", flush=True)
 
   vanilla = cache_bytes(model_cfg(*CACHE["vanilla"]), 1, s["cached"])
   cache_rows = [dict(variant=n, K=spec[1], bytes=cache_bytes(model_cfg(*spec), 1, s["cached"]))
@@ -111,7 +108,7 @@ def main() -> None:
 
   lens = s["prompt_lens"]
   md = [f"# Inference cost against vanilla\n\n- command: `python experiments/latency.py"
-        f"{' --quick' if args.quick else ''}`\n- machine: {machine}\n"
+        f"{' --quick' if args.quick else ''}`\n- machine: {where}\n"
         f"- model: the quickstart shape (4 layers, d=192), batch 1, float32; medians of "
         f"{s['rounds']} interleaved rounds\n",
         "## Prefill time, x vanilla (K=2, W=16, C=32)\n",
