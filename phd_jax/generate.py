@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from flax import nnx
 
@@ -18,6 +19,12 @@ from phd_jax.train import init_train_objects
 
 def load_model(workdir: str) -> tuple[Transformer, int]:
   """The model of the latest checkpoint in `workdir`, built from its saved config."""
+  model, _, step = load_run(workdir)
+  return model, step
+
+
+def load_run(workdir: str) -> tuple[Transformer, ml_collections.ConfigDict, int]:
+  """(model, the config it was trained with, step) of the latest checkpoint in `workdir`."""
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise ValueError(f"no checkpoints in {workdir} (expected {directory}); train first")
@@ -30,7 +37,7 @@ def load_model(workdir: str) -> tuple[Transformer, int]:
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: init_train_objects(cfg)))
   state = ckpt.restore(step, abstract)
   ckpt.close()
-  return nnx.merge(graphdef, state)[0], step
+  return nnx.merge(graphdef, state)[0], cfg, step
 
 
 def main(argv: list[str]) -> None:
