@@ -57,8 +57,14 @@ def get_config() -> ml_collections.ConfigDict:
   )
 
   cfg.data = d = ml_collections.ConfigDict()
-  d.source = "stdlib"  # stdlib: this interpreter's standard library .py files | text_files
+  d.source = "stdlib"  # stdlib: this interpreter's standard library .py files | text_files | tokens
   d.text_files = ""  # glob(s), comma separated, for source=text_files
+  # bytes | PATH.json (HF tokenizers, e.g. OLMo2's tokenizer.json) | PATH.model (SentencePiece);
+  # copied into the workdir, so generate/evaluate use the run's own. stdlib/text_files: bytes only.
+  d.tokenizer = "bytes"
+  d.token_dir = ""  # source=tokens: a `python -m phd_jax.prepare` output directory
+  d.token_files = ""  # source=tokens, or: glob(s) of token files made elsewhere (.npy or raw)
+  d.token_dtype = ""  # raw token_files' dtype: uint16 | uint32 | int32 | int64 (.npy: its own)
   d.val_fraction = 0.02  # share of files held out for validation (split by file, deterministic)
   d.seed = 0
 
@@ -78,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   t.eval_batches = 8
   t.checkpoint_every = 200
   t.keep_checkpoints = 2
-  t.sample_tokens = 200  # bytes sampled at the end (0 to skip)
+  t.sample_tokens = 200  # tokens sampled at the end (0 to skip)
   t.sample_prompt = "def "
   t.sample_temperature = 0.7
   return cfg

@@ -1,7 +1,8 @@
 """Model sizes from the paper (PHD_SPEC.md, reference figures), shared by the size configs.
 
-Token counts assume the paper's ~100k-entry tokenizer; with the bundled byte tokenizer any
-vocab_size >= 257 works, so these files keep the paper's width for parameter-count parity.
+The sizes other than tiny train like the paper: a ~100k-entry tokenizer (OLMo2's tokenizer.json)
+over pretokenized shards, so they require `--config.data.tokenizer=PATH` and
+`--config.data.token_dir=DIR` (README, "Pretraining data"); without them they refuse to start.
 """
 import ml_collections
 
@@ -35,7 +36,8 @@ def sized_config(size: str, variant: str) -> ml_collections.ConfigDict:
   cfg.model.phd.variant = variant
   cfg.model.phd.update(VARIANT_DEFAULTS[variant])
   if size != "tiny":  # pretraining settings in the paper's regime
-    m.vocab_size = 100_352
+    m.vocab_size = 100_352  # OLMo2's 100,278 tokens, padded to a multiple of 128
+    cfg.data.update(source="tokens", tokenizer="")  # required: validation names the field
     m.tie_embeddings = False
     m.rope_theta = 500_000.0
     m.param_dtype, m.dtype = "float32", "bfloat16"

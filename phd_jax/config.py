@@ -7,7 +7,7 @@ from phd_jax.attention import ATTENTION_IMPLS
 from phd_jax.masks import POSITION_SCHEMES, PHDSpec
 
 DTYPES = ("float32", "bfloat16", "float16")
-DATA_SOURCES = ("stdlib", "text_files")
+DATA_SOURCES = ("stdlib", "text_files", "tokens")
 
 
 def _need(cond: bool, field: str, value, allowed: str) -> None:
@@ -76,7 +76,21 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   shards = batch_shards(cfg.mesh, jax.device_count())
   _need(t.batch_size % shards == 0, "train.batch_size", t.batch_size,
         f"must be a multiple of {shards}, the devices config.mesh.rules spread the batch over")
-  from phd_jax.data import TOKENIZER_VOCAB  # local: data imports grain, heavier
-  _need(cfg.model.vocab_size >= TOKENIZER_VOCAB, "model.vocab_size", cfg.model.vocab_size,
-        f"must be >= {TOKENIZER_VOCAB}, the byte tokenizer's vocabulary (256 bytes + EOS)")
+  _validate_tokens(cfg)
   return spec
+
+
+def _validate_tokens(cfg: ml_collections.ConfigDict) -> None:
+  """The tokenizer loads, fits the model's vocab, and suits the data source."""
+  from phd_jax import tokenizers  # local: loading a tokenizer file is only needed here
+  d = cfg.data
+  tok = tokenizers.from_config(d)  # names config.data.tokenizer when missing or unreadable
+  _need(cfg.model.vocab_size >= tok.vocab_size, "model.vocab_size", cfg.model.vocab_size,
+        f"must be >= {tok.vocab_size}, the vocabulary of config.data.tokenizer={d.tokenizer!r}")
+  _need(d.source == "tokens" or d.tokenizer == "bytes", "data.tokenizer", d.tokenizer,
+        f"data.source={d.source!r} reads raw bytes: use 'bytes', or tokenize the corpus with "
+        "`python -m phd_jax.prepare` and train with data.source='tokens'")
+  if d.source == "tokens":
+    _need(bool(d.token_dir) != bool(d.token_files), "data.token_dir", d.token_dir,
+          "data.source='tokens' needs exactly one of data.token_dir (a phd_jax.prepare output) "
+          f"and data.token_files (now {d.token_files!r})")

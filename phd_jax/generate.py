@@ -12,7 +12,7 @@ import ml_collections
 from absl import app, flags, logging
 from flax import nnx
 
-from phd_jax import data, decode
+from phd_jax import decode, tokenizers
 from phd_jax.checkpoint import Checkpointer
 from phd_jax.model import Transformer
 from phd_jax.train import init_train_objects
@@ -47,21 +47,22 @@ def main(argv: list[str]) -> None:
   if not f.workdir:
     sys.exit("error: --workdir is required")
   try:
-    model, step = load_model(f.workdir)
-    prompts = [data.encode(p).tolist() for p in f.prompt]
+    model, cfg, step = load_run(f.workdir)
+    tok = tokenizers.for_run(f.workdir, cfg)  # the run's own tokenizer, saved at training start
+    prompts = [tok.encode(p) for p in f.prompt]
     out, n = decode.generate(model, prompts, f.max_new_tokens, temperature=f.temperature,
-                             top_k=f.top_k, top_p=f.top_p, seed=f.seed)
+                             top_k=f.top_k, top_p=f.top_p, seed=f.seed, eos_id=tok.eos_id)
   except ValueError as e:
     sys.exit(f"error: {e}")
   print(f"# {f.workdir}, checkpoint step {step}")
   for prompt, ids, length in zip(f.prompt, out, n):
-    print(f"----- prompt {prompt!r} -----\n{prompt}{data.decode(ids[:length])}")
+    print(f"----- prompt {prompt!r} -----\n{prompt}{tok.decode(ids[:length])}")
 
 
 def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Training run directory (holds checkpoints/).")
   flags.DEFINE_multi_string("prompt", ["def "], "Prompt text; repeat for a batch.")
-  flags.DEFINE_integer("max_new_tokens", 200, "Bytes to generate per prompt.")
+  flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate per prompt.")
   flags.DEFINE_float("temperature", 0.7, "Sampling temperature; 0 is greedy.")
   flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
   flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass in (0, 1] (1: all).")

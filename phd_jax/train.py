@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 import time
@@ -20,14 +19,11 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from phd_jax import data, sharding
+from phd_jax import data, sharding, tokenizers, validation
 from phd_jax.checkpoint import Checkpointer, check_compatible
 from phd_jax.config import validate_config
 from phd_jax.model import Transformer, param_count
 from phd_jax.decode import generate
-
-LN2 = math.log(2.0)
-
 
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW, linear warmup then cosine decay, global-norm clipping; no decay on vectors (norms)."""
@@ -110,13 +106,6 @@ def _duration(seconds: float) -> str:
   return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def evaluate(eval_step, state, batches, mesh, axis_rules) -> float:
-  """Validation bits per byte: every token is one byte (or a file-ending EOS)."""
-  with sharding.activate(mesh, axis_rules):
-    losses = [eval_step(state, b) for b in batches]
-  return float(np.mean(jax.device_get(losses))) / LN2
-
-
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                        on_step: Callable[[int], None] | None = None) -> dict:
   """Trains (or resumes) and returns the final summary; `on_step(step)` runs after each step."""
@@ -124,10 +113,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   t = cfg.train
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  corpus = data.load_corpus(cfg.data)
+  tok = tokenizers.from_config(cfg.data)
+  splits = data.load_splits(cfg.data, tok, cfg.model.vocab_size, t.seq_len)
   chief = jax.process_index() == 0  # only process 0 prints and writes metrics
   say = (lambda *a, **k: print(*a, **k, flush=True)) if chief else (lambda *a, **k: None)
-  say(corpus.describe())
+  say(splits.description)
+  if chief:
+    tokenizers.save_to_run(tok, workdir)  # generate and evaluate load the run's own copy
 
   mesh = sharding.make_mesh(cfg.mesh)
   axis_rules = sharding.rules(cfg.mesh)
@@ -136,12 +128,14 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"config.train.batch_size={t.batch_size} must divide among {hosts} hosts")
   graphdef, state = create_state(cfg, mesh)
   batch_sh = sharding.batch_sharding(mesh, axis_rules)
-  train_step, eval_step = make_steps(graphdef, jax.tree.map(lambda x: x.sharding, state),
-                                     batch_sh)
-  train_iter = iter(data.train_dataset(corpus.train, t.seq_len, t.batch_size // hosts,
+  state_sh = jax.tree.map(lambda x: x.sharding, state)
+  train_step, _ = make_steps(graphdef, state_sh, batch_sh)
+  train_iter = iter(data.train_dataset(splits.train, t.seq_len, t.batch_size // hosts,
                                        cfg.data.seed, host, hosts))
   val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
-         for b in data.val_batches(corpus.val, t.seq_len, t.batch_size, t.eval_batches)]
+         for b in data.val_batches(splits.val, t.seq_len, t.batch_size, t.eval_batches)]
+  validate = validation.Validator(graphdef, tok.token_bytes(), val, mesh, axis_rules, state_sh,
+                                  batch_sh)
   ckpt = Checkpointer(workdir, t.keep_checkpoints)
   start = ckpt.latest_step() or 0
   if start:
@@ -156,7 +150,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       f"{model_tokens} model tokens per sequence; mesh {dict(mesh.shape)} over {hosts} "
       f"host(s); training steps {start + 1}..{t.steps}")
 
-  val_bpb = None
+  val_metrics = None
   pending, t_log, t0 = [], time.time(), time.time()
   try:
     for step in range(start + 1, t.steps + 1):
@@ -176,10 +170,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
             f"{_duration(now - t0)} elapsed, eta {_duration(eta)}")
         pending, t_log = [], time.time()
       if step % t.eval_every == 0 or step == t.steps:
-        val_bpb = evaluate(eval_step, state, val, mesh, axis_rules)
+        val_metrics = validate(state)
         if log:
-          log.write({"step": step, "val_bits_per_byte": val_bpb})
-        say(f"step {step:>6}/{t.steps} | validation {val_bpb:.4f} bits/byte")
+          log.write({"step": step, **val_metrics})
+        say(f"step {step:>6}/{t.steps} | validation {val_metrics['val_bits_per_byte']:.4f} "
+            f"bits/byte, {val_metrics['val_loss']:.4f} nats/token")
       if step % t.checkpoint_every == 0 or step == t.steps:
         ckpt.save(step, state, train_iter, cfg)
       if on_step is not None:
@@ -188,16 +183,17 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     ckpt.wait()
     ckpt.close()
 
-  if val_bpb is None:  # nothing left to train: report the restored model
-    val_bpb = evaluate(eval_step, state, val, mesh, axis_rules)
-  summary = {"step": t.steps, "val_bits_per_byte": val_bpb}
+  if val_metrics is None:  # nothing left to train: report the restored model
+    val_metrics = validate(state)
+  summary = {"step": t.steps, **val_metrics}
+  val_bpb = val_metrics["val_bits_per_byte"]
   if t.sample_tokens and hosts > 1:
     say("sample skipped on several hosts: run phd_jax.generate on the checkpoint")
   elif t.sample_tokens:
     model = nnx.merge(graphdef, state)[0]
-    ids, n = generate(model, [data.encode(t.sample_prompt).tolist()], t.sample_tokens,
-                      temperature=t.sample_temperature, seed=cfg.seed)
-    summary["sample"] = t.sample_prompt + data.decode(ids[0, :n[0]])
+    ids, n = generate(model, [tok.encode(t.sample_prompt)], t.sample_tokens,
+                      temperature=t.sample_temperature, seed=cfg.seed, eos_id=tok.eos_id)
+    summary["sample"] = t.sample_prompt + tok.decode(ids[0, :n[0]])
     say("----- sample -----\n" + summary["sample"] + "\n------------------")
   say(f"done: steps={t.steps} val_bits_per_byte={val_bpb:.4f} workdir={workdir}")
   return summary
