@@ -12,7 +12,7 @@ from typing import Iterator, NamedTuple
 
 
 class Doc(NamedTuple):
-  where: str  # "path:line" / "path:row N" / "path"
+  where: str  # "path:line" / "path:row N" / "path", and for a problem its detail
   text: str | None
   problem: str | None = None  # why the record was skipped: a short reason, the same for alike ones
 
@@ -44,10 +44,10 @@ def _jsonl(path: str, field: str) -> Iterator[Doc]:
       try:
         record = json.loads(raw.decode("utf-8"))
       except UnicodeDecodeError as e:
-        yield Doc(where, None, f"undecodable UTF-8 ({e.reason} at byte {e.start})")
+        yield Doc(f"{where}, byte {e.start}: {e.reason}", None, "undecodable UTF-8")
         continue
       except json.JSONDecodeError as e:
-        yield Doc(where, None, f"invalid JSON ({e.msg})")
+        yield Doc(f"{where}: {e.msg}", None, "invalid JSON")
         continue
       if not isinstance(record, dict) or field not in record:
         yield Doc(where, None, f"no field {field!r}")
@@ -74,7 +74,7 @@ def _text(path: str) -> Iterator[Doc]:
   try:
     yield _checked(path, raw.decode("utf-8"))
   except UnicodeDecodeError as e:
-    yield Doc(path, None, f"undecodable UTF-8 ({e.reason} at byte {e.start})")
+    yield Doc(f"{path}, byte {e.start}: {e.reason}", None, "undecodable UTF-8")
 
 
 def read(path: str, text_field: str = "text") -> Iterator[Doc]:

@@ -16,3 +16,13 @@ def corpus_glob(tmp_path_factory):
     lines = [" ".join(rng.choice(words, size=6)) + ":" for _ in range(200)]
     (root / f"file{i:02d}.txt").write_text("\n".join(lines))
   return str(root / "*.txt")
+
+
+@pytest.fixture(scope="session")
+def bpe_path(tmp_path_factory, corpus_glob):
+  """A small byte-level BPE (phd_jax.tokenizer) trained on the test corpus: a second or two."""
+  import glob
+  from phd_jax.tokenizer import train_bpe
+  path = str(tmp_path_factory.mktemp("bpe") / "bpe.json")
+  train_bpe(sorted(glob.glob(corpus_glob)), vocab_size=320, out=path)
+  return path
