@@ -78,6 +78,12 @@ def _raw_shard(path: str, dtype: str, field: str) -> Shard:
   return Shard(path, dtype, 0, size // item)
 
 
+def _has_npy_header(path: str) -> bool:
+  """OLMo's `.npy` token files are headerless memmaps: only the magic string tells them apart."""
+  with open(path, "rb") as f:
+    return f.read(6) == b"\x93NUMPY"
+
+
 def _npy_shard(path: str, dtype: str) -> Shard:
   try:
     arr = np.load(path, mmap_mode="r")
@@ -155,7 +161,7 @@ def from_token_files(d: ml_collections.ConfigDict, tok: Tokenizer, model_vocab: 
                      f"tokenizer's vocabulary ({tok.vocab_size})")
   shards = []
   for f in files:
-    if f.endswith(".npy"):
+    if _has_npy_header(f):
       shards.append(_npy_shard(f, d.token_dtype))
     elif d.token_dtype not in RAW_DTYPES:
       raise ValueError(f"config.data.token_dtype={d.token_dtype!r} is invalid: raw token file "
