@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
 
   cfg.data = d = ml_collections.ConfigDict()
-  d.source = "stdlib"  # stdlib: this interpreter's standard library .py files | text_files | tokens
+  d.source = "stdlib"  # stdlib (this interpreter's standard library .py) | text_files | tokens
   d.text_files = ""  # glob(s), comma separated, for source=text_files
   # bytes | PATH.json (HF tokenizers, e.g. OLMo2's tokenizer.json) | PATH.model (SentencePiece);
   # copied into the workdir, so generate/evaluate use the run's own. stdlib/text_files: bytes only.

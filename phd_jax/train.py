@@ -25,6 +25,7 @@ from phd_jax.config import validate_config
 from phd_jax.model import Transformer, param_count
 from phd_jax.decode import generate
 
+
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW, linear warmup then cosine decay, global-norm clipping; no decay on vectors (norms)."""
   schedule = optax.warmup_cosine_decay_schedule(
