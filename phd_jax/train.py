@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from phd_jax import data, sharding
+from phd_jax import data, eval_hook, sharding
 from phd_jax.checkpoint import Checkpointer, check_compatible
 from phd_jax.config import validate_config
 from phd_jax.model import Transformer, param_count
@@ -150,6 +150,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     say(f"resumed from step {start} in {workdir}"
         + (f" (changed model fields: {'; '.join(changed)})" if changed else ""))
   log = MetricsLog(workdir, start) if chief else None
+  downstream = eval_hook.InTrainingEval(cfg, workdir, say)  # cfg.eval.tasks; none: a no-op
   model_tokens = spec.num_copies * t.seq_len
   say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
       f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
@@ -180,6 +181,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
         if log:
           log.write({"step": step, "val_bits_per_byte": val_bpb})
         say(f"step {step:>6}/{t.steps} | validation {val_bpb:.4f} bits/byte")
+      downstream.run(step, graphdef, state, log)
       if step % t.checkpoint_every == 0 or step == t.steps:
         ckpt.save(step, state, train_iter, cfg)
       if on_step is not None:

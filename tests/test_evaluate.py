@@ -172,3 +172,97 @@ def test_paper_tasks_are_known_to_lm_eval():
   from lm_eval.tasks import TaskManager
   known = TaskManager().all_tasks
   assert [t for t in PAPER_TASKS if t not in known] == []
+
+
+# ----- end to end: a fresh run, a local task through lm-eval, in-training evals -----
+DOCS = [  # a multiple-choice task whose choices differ in length, so acc and acc_norm differ
+    {"question": "def add(a, b): return", "choices": ["a + b", "None", "a - b - 1"], "label": 0},
+    {"question": "import os, sys; print(", "choices": ["os)", "sys.argv)", "1"], "label": 1},
+    {"question": "for i in range(", "choices": ["10):", "len(x)):", "n)"], "label": 2},
+    {"question": "class Foo(", "choices": ["object):", "Base):", "):"], "label": 0},
+    {"question": "if x is", "choices": ["None:", "not None:", "True"], "label": 1},
+    {"question": "return self.", "choices": ["value", "x", "_cache[key]", "name"], "label": 3},
+    {"question": "while", "choices": [" True:", " x:", " not done:"], "label": 0},
+    {"question": "x = [i for i in", "choices": ["range(3)]", "y]", "z if z]"], "label": 1},
+]
+TASK_YAML = """task: toy_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{label}}}}"
+doc_to_choice: "{{{{choices}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+@pytest.fixture(scope="module")
+def local_task(tmp_path_factory):
+  """A local lm-eval task directory: YAML + JSONL, loaded with --include_path, no network."""
+  root = tmp_path_factory.mktemp("tasks")
+  (root / "toy.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS))
+  (root / "toy.yaml").write_text(TASK_YAML.format(data=root / "toy.jsonl"))
+  return str(root)
+
+
+def brute_force_accuracy(model, seq_len):
+  """acc and acc_norm by scoring every choice with its own forward pass: the context is the
+  question, the continuation " " + choice (lm-eval's default target delimiter)."""
+  fwd = nnx.jit(lambda m, t: jax.nn.log_softmax(m(t), axis=-1))
+  acc, acc_norm = [], []
+  for doc in DOCS:
+    lls = []
+    for choice in doc["choices"]:
+      ctx, cont = list(doc["question"].encode()), list((" " + choice).encode())
+      full = ctx + cont
+      row = np.zeros((1, seq_len), np.int32)
+      row[0, :len(full) - 1] = full[:-1]
+      logp = np.asarray(fwd(model, row))[0]
+      lls.append(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(cont)))
+    lengths = np.array([len(c) for c in doc["choices"]], float)
+    acc.append(np.argmax(lls) == doc["label"])
+    acc_norm.append(np.argmax(np.array(lls) / lengths) == doc["label"])
+  return float(np.mean(acc)), float(np.mean(acc_norm))
+
+
+@pytest.mark.parametrize("variant", ["phd_cswa", "vanilla"])
+def test_a_fresh_run_evaluates_in_training_and_from_the_command_line(variant, corpus_glob,
+                                                                     local_task, tmp_path):
+  from phd_jax.generate import load_run
+  from phd_jax.train import train_and_evaluate
+  cfg = model_tiny.get_config(variant)
+  cfg.model.init_std = 0.3
+  cfg.data.update(source="text_files", text_files=corpus_glob)
+  cfg.train.update(steps=4, batch_size=4, seq_len=64, eval_every=100, eval_batches=1,
+                   checkpoint_every=100, log_every=2, warmup_steps=1, learning_rate=1e-3,
+                   sample_tokens=0)
+  cfg.eval.update(tasks="toy_mc", include_path=local_task, every=2, batch_size=4)
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(cfg, workdir)
+
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    evals = [r for r in map(json.loads, f) if "eval/toy_mc/acc" in r]
+  assert [r["step"] for r in evals] == [2, 4]
+
+  out = tmp_path / "results.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "phd_jax.evaluate", f"--workdir={workdir}", "--tasks=toy_mc",
+       f"--include_path={local_task}", "--batch_size=3", f"--output={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={**os.environ, **OFFLINE, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "toy_mc" in proc.stdout and "acc_norm" in proc.stdout  # lm-eval's table
+  cli = json.loads(out.read_text())["results"]["toy_mc"]
+
+  model, _, step = load_run(workdir)
+  assert step == 4
+  acc, acc_norm = brute_force_accuracy(model, 64)
+  assert cli["acc,none"] == pytest.approx(acc) and cli["acc_norm,none"] == pytest.approx(acc_norm)
+  assert evals[-1]["eval/toy_mc/acc"] == pytest.approx(acc)  # the live parameters at step 4
+  assert evals[-1]["eval/toy_mc/acc_norm"] == pytest.approx(acc_norm)
+  assert cli["sample_len"] == len(DOCS)
