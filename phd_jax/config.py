@@ -74,8 +74,6 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
         "set a glob (comma-separated globs allowed) when data.source='text_files'")
   _need(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
   e = cfg.eval
-  _need(isinstance(e.tasks, str), "eval.tasks", e.tasks,
-        "expected a comma-separated string of lm-eval task names ('paper' allowed)")
   for f in ("every", "batch_size"):
     _positive_int(e, f, "eval")
   _positive_int(e, "limit", "eval", minimum=0)

@@ -196,18 +196,23 @@ def cut_at_stop(text: str, until: Sequence[str]) -> str:
   return text[:min(cuts)] if cuts else text
 
 
-def task_manager(tasks: Sequence[str], include_path: str | None = None):
-  """lm-eval's TaskManager; when every task is local, the built-in index (thousands of YAML
-  files, ~10 s) is skipped."""
+@functools.lru_cache(maxsize=4)
+def _manager(include_path: str | None, include_defaults: bool):
   from lm_eval.tasks import TaskManager
+  return TaskManager(include_path=include_path, include_defaults=include_defaults)
+
+
+def task_manager(tasks: Sequence[str], include_path: str | None = None):
+  """lm-eval's TaskManager (one per process and path); when every task is local, the built-in
+  index (thousands of YAML files, ~10 s) is skipped."""
   if include_path:
     if not os.path.isdir(include_path):
       raise ValueError(f"--include_path={include_path!r} is not a directory")
-    local = TaskManager(include_path=include_path, include_defaults=False)
+    include_path = os.path.abspath(include_path)
+    local = _manager(include_path, False)
     if all(t in local.all_tasks for t in tasks):
       return local
-    return TaskManager(include_path=include_path)
-  return TaskManager()
+  return _manager(include_path or None, True)
 
 
 def run_tasks(lm: PHDLM, tasks: Sequence[str], include_path: str | None = None, *,

@@ -169,8 +169,8 @@ def test_paper_tasks_expand_to_the_harness_names():
 
 def test_paper_tasks_are_known_to_lm_eval():
   """Every name resolves in lm-eval's built-in task index (reads YAMLs, downloads nothing)."""
-  from lm_eval.tasks import TaskManager
-  known = TaskManager().all_tasks
+  from phd_jax.evaluate import task_manager
+  known = task_manager(PAPER_TASKS).all_tasks
   assert [t for t in PAPER_TASKS if t not in known] == []
 
 
@@ -266,3 +266,23 @@ def test_a_fresh_run_evaluates_in_training_and_from_the_command_line(variant, co
   assert evals[-1]["eval/toy_mc/acc"] == pytest.approx(acc)  # the live parameters at step 4
   assert evals[-1]["eval/toy_mc/acc_norm"] == pytest.approx(acc_norm)
   assert cli["sample_len"] == len(DOCS)
+
+
+@pytest.mark.parametrize("field, value", [("every", 0), ("limit", -1), ("batch_size", 0),
+                                          ("num_fewshot", -2), ("include_path", "/no/such")])
+def test_bad_eval_fields_are_refused_by_name(field, value):
+  from phd_jax.config import validate_config
+  cfg = model_tiny.get_config()
+  cfg.eval[field] = value
+  with pytest.raises(ValueError, match=rf"config\.eval\.{field}="):
+    validate_config(cfg)
+
+
+def test_an_unknown_in_training_task_fails_before_training(tmp_path):
+  from phd_jax.eval_hook import InTrainingEval
+  cfg = model_tiny.get_config()
+  cfg.eval.tasks = "arc_easy,no_such_task"  # the built-in index is read (cached per process)
+  with pytest.raises(ValueError, match=r"config\.eval\.tasks=.*\['no_such_task'\]"):
+    InTrainingEval(cfg, str(tmp_path))
+  cfg.eval.tasks = ""
+  assert not InTrainingEval(cfg, str(tmp_path)).due(cfg.train.steps)  # no tasks: never runs
