@@ -42,12 +42,11 @@ class InTrainingEval:
     self.tasks = expand_tasks(cfg.eval.tasks)
     self.manager = None
     if self.tasks:
-      from phd_jax.evaluate import task_manager
-      self.manager = task_manager(self.tasks, cfg.eval.include_path or None)
-      unknown = [t for t in self.tasks if t not in self.manager.all_tasks]
-      if unknown:
-        raise ValueError(f"config.eval.tasks={cfg.eval.tasks!r} is invalid: unknown lm-eval "
-                         f"task(s) {unknown} (include_path={cfg.eval.include_path!r})")
+      from phd_jax.evaluate import resolve_tasks
+      try:
+        self.manager = resolve_tasks(self.tasks, cfg.eval.include_path or None)
+      except ValueError as e:
+        raise ValueError(f"config.eval.tasks={cfg.eval.tasks!r} is invalid: {e}") from None
       self.tokenizer = tokenizers.for_run(workdir, cfg)
 
   def due(self, step: int) -> bool:
@@ -65,7 +64,7 @@ class InTrainingEval:
     level = lm_logger.level
     lm_logger.setLevel(logging.ERROR)  # its per-task INFO/WARNING lines would drown the progress
     try:
-      results = run_tasks(lm, self.tasks, manager=self.manager, limit=e.limit or None,
+      results = run_tasks(lm, self.tasks, self.manager, limit=e.limit or None,
                           num_fewshot=None if e.num_fewshot < 0 else e.num_fewshot)
     finally:
       lm_logger.setLevel(level)

@@ -215,15 +215,21 @@ def task_manager(tasks: Sequence[str], include_path: str | None = None):
   return _manager(include_path or None, True)
 
 
-def run_tasks(lm: PHDLM, tasks: Sequence[str], include_path: str | None = None, *,
-              limit: int | None = None, num_fewshot: int | None = None, manager=None) -> dict:
-  """lm-eval's simple_evaluate over `lm`; returns its output ({"results": {task: {...}}, ...})."""
-  import lm_eval
-  manager = manager or task_manager(tasks, include_path)
+def resolve_tasks(tasks: Sequence[str], include_path: str | None = None):
+  """The TaskManager that knows every task in `tasks`; unknown names fail here, before any model
+  is loaded or any dataset fetched."""
+  manager = task_manager(tasks, include_path)
   unknown = [t for t in tasks if t not in manager.all_tasks]
   if unknown:
     raise ValueError(f"unknown lm-eval task(s) {unknown}: not built in and not in "
                      f"include_path={include_path!r}")
+  return manager
+
+
+def run_tasks(lm: PHDLM, tasks: Sequence[str], manager, *, limit: int | None = None,
+              num_fewshot: int | None = None) -> dict:
+  """lm-eval's simple_evaluate over `lm`; returns its output ({"results": {task: {...}}, ...})."""
+  import lm_eval
   return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
                                  num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0)
 
@@ -249,11 +255,14 @@ def main(argv: list[str]) -> None:
   if not tasks:
     sys.exit("error: --tasks is empty (task names, comma separated, or 'paper')")
   try:
+    manager = resolve_tasks(tasks, f.include_path)
     lm = PHDLM.from_run(f.workdir, f.batch_size)
-    results = run_tasks(lm, tasks, f.include_path, limit=f.limit or None,
-                        num_fewshot=f.num_fewshot)
+    results = run_tasks(lm, tasks, manager, limit=f.limit or None, num_fewshot=f.num_fewshot)
   except ValueError as e:
     sys.exit(f"error: {e}")
+  except OSError as e:  # datasets that need the network (HF hub) while offline, unreadable files
+    sys.exit(f"error: {type(e).__name__}: {e} (the harness's own tasks download their datasets "
+             "from the Hugging Face hub: run once with network access, or use local tasks)")
   print(make_table(results))
   if "groups" in results:
     print(make_table(results, "groups"))
