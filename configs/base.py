@@ -87,4 +87,14 @@ def get_config() -> ml_collections.ConfigDict:
   t.sample_tokens = 200  # tokens sampled at the end (0 to skip)
   t.sample_prompt = "def "
   t.sample_temperature = 0.7
+
+  # Downstream evals on the live parameters during training (phd_jax.eval_hook, lm-eval tasks),
+  # logged to metrics.jsonl as eval/<task>/<metric>. No tasks: nothing runs.
+  cfg.eval = e = ml_collections.ConfigDict()
+  e.tasks = ""  # lm-eval task names, comma separated; "paper" = the paper's seven benchmarks
+  e.every = 1000  # steps between evals (and at the last step)
+  e.include_path = ""  # directory of local task YAMLs (offline tasks)
+  e.limit = 0  # documents per task (0: all)
+  e.num_fewshot = -1  # -1: each task's default
+  e.batch_size = 8  # requests per forward pass
   return cfg

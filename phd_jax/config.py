@@ -1,6 +1,8 @@
 """Config validation: every bad field fails here, by name, before anything is traced or compiled."""
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from phd_jax.attention import ATTENTION_IMPLS
@@ -71,6 +73,13 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   _need(d.source != "text_files" or bool(d.text_files), "data.text_files", d.text_files,
         "set a glob (comma-separated globs allowed) when data.source='text_files'")
   _need(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
+  e = cfg.eval
+  for f in ("every", "batch_size"):
+    _positive_int(e, f, "eval")
+  _positive_int(e, "limit", "eval", minimum=0)
+  _positive_int(e, "num_fewshot", "eval", minimum=-1)
+  _need(not e.include_path or os.path.isdir(e.include_path), "eval.include_path",
+        e.include_path, "expected a directory of task YAMLs (or empty)")
   import jax  # local: the device count is only known once JAX is up
   from phd_jax.sharding import batch_shards
   shards = batch_shards(cfg.mesh, jax.device_count())

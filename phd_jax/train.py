@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from phd_jax import data, sharding, tokenizers, validation
+from phd_jax import data, eval_hook, sharding, tokenizers, validation
 from phd_jax.checkpoint import Checkpointer, check_compatible
 from phd_jax.config import validate_config
 from phd_jax.model import Transformer, param_count
@@ -145,6 +145,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     say(f"resumed from step {start} in {workdir}"
         + (f" (changed model fields: {'; '.join(changed)})" if changed else ""))
   log = MetricsLog(workdir, start) if chief else None
+  downstream = eval_hook.InTrainingEval(cfg, workdir, say)  # cfg.eval.tasks; none: a no-op
   model_tokens = spec.num_copies * t.seq_len
   say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
       f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
@@ -176,6 +177,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
           log.write({"step": step, **val_metrics})
         say(f"step {step:>6}/{t.steps} | validation {val_metrics['val_bits_per_byte']:.4f} "
             f"bits/byte, {val_metrics['val_loss']:.4f} nats/token")
+      downstream.run(step, graphdef, state, log)
       if step % t.checkpoint_every == 0 or step == t.steps:
         ckpt.save(step, state, train_iter, cfg)
       if on_step is not None:
