@@ -45,7 +45,7 @@ def loss_and_grads(loss_fn: Callable, model: nnx.Module, batch: dict,
     return jax.tree.map(jnp.add, total, (loss, aux, grads)), None
 
   micro = {k: microbatches(v, n) for k, v in batch.items()}
-  (loss_shape, aux_shape), _ = jax.eval_shape(pure, params, {k: v[0] for k, v in micro.items()})
+  loss_shape, aux_shape = jax.eval_shape(pure, params, {k: v[0] for k, v in micro.items()})
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss_shape, aux_shape, params))
   total, _ = jax.lax.scan(add, zeros, micro)
   loss, aux, grads = jax.tree.map(lambda x: x / n, total)

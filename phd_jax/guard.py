@@ -19,8 +19,8 @@ class DivergenceError(RuntimeError):
 
 class DivergenceGuard:
 
-  def __init__(self, checkpoint_dir: str):
-    self.checkpoint_dir = checkpoint_dir
+  def __init__(self, checkpointer):
+    self.checkpointer = checkpointer  # a phd_jax.checkpoint.Checkpointer: names the last good one
     self.pending: list[tuple[int, dict]] = []
 
   def check(self, step: int, metrics: dict, now: bool = False) -> None:
@@ -34,9 +34,13 @@ class DivergenceGuard:
     for step, values in pending:
       bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
       if bad:
+        self.checkpointer.wait()  # the last good checkpoint is complete before we stop
+        last = self.checkpointer.latest_step()
+        kept = (f"the last good checkpoint (step {last}) is kept in "
+                f"{self.checkpointer.directory}" if last else "no checkpoint was written")
         raise DivergenceError(
             f"training diverged at step {step}: "
-            + ", ".join(f"{k}={v}" for k, v in bad.items())
-            + f". Nothing after the last good checkpoint was saved ({self.checkpoint_dir}); "
-            "lower config.train.learning_rate or raise config.train.warmup_steps, then rerun "
-            "to resume from it.")
+            + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+            + f"; stopped without saving, {kept}. Lower config.train.learning_rate (or raise "
+            "config.train.warmup_steps / lower config.train.grad_clip) and rerun: it resumes "
+            "from the last good checkpoint.")

@@ -154,7 +154,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       f"{model_tokens} model tokens per sequence; mesh {dict(mesh.shape)} over {hosts} "
       f"host(s); training steps {start + 1}..{t.steps}")
 
-  guard = DivergenceGuard(ckpt.directory)  # no non-finite state is ever checkpointed
+  guard = DivergenceGuard(ckpt)  # no non-finite state is ever checkpointed
   profiler = Profiler(workdir, tuple(t.profile_steps))
   throughput, schedule = Throughput(cfg, jax.devices()), lr_schedule(t)
 
@@ -174,7 +174,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
         if due(t.log_every):
           got, now = jax.device_get(pending), time.time()
           tok_s = len(got) * t.batch_size * t.seq_len / (now - t_log)
-          row = {"step": step, **{k: float(np.mean([m[k] for m in got])) for k in got[-1]},
+          mean = {k: float(np.mean([m[k] for m in got])) for k in got[-1] if k != "grad_norm"}
+          row = {"step": step, "loss": mean.pop("loss"), **mean,  # loss and the aux scalars
                  "grad_norm": float(got[-1]["grad_norm"]),
                  "learning_rate": float(schedule(step - 1)), "tokens_per_s": tok_s,
                  **throughput(len(got) / (now - t_log))}
