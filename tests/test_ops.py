@@ -12,7 +12,6 @@ import pytest
 from flax import nnx
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from configs import model_tiny
 from phd_jax import data, flops
 from phd_jax.checkpoint import Checkpointer
 from phd_jax.config import validate_config
