@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   t.eval_batches = 8
   t.checkpoint_every = 200
   t.keep_checkpoints = 2
+  t.grad_accum_steps = 1  # microbatches per step (lax.scan in the step): batch_size / this each
+  t.profile_steps = (0, 0)  # (start, stop): jax.profiler trace of steps start..stop-1 into
+                            # WORKDIR/profile; an empty range (the default) traces nothing
   t.sample_tokens = 200  # tokens sampled at the end (0 to skip)
   t.sample_prompt = "def "
   t.sample_temperature = 0.7

@@ -34,7 +34,7 @@ def build(name: str, args: argparse.Namespace):
   cfg.model.attention_impl = args.attention_impl
   cfg.train.update(batch_size=args.batch_size, seq_len=args.seq_len)
   graphdef, state = create_state(cfg)
-  train_step, _ = make_steps(graphdef)
+  train_step = make_steps(graphdef, cfg.train)
   batch = {"inputs": jnp.ones((args.batch_size, args.seq_len), jnp.int32),
            "targets": jnp.ones((args.batch_size, args.seq_len), jnp.int32)}
   return train_step, state, batch

@@ -29,8 +29,7 @@ import ml_collections  # noqa: E402
 
 from configs import base  # noqa: E402
 from phd_jax import data  # noqa: E402
-from phd_jax.config import phd_spec  # noqa: E402
-from phd_jax.masks import dense_mask  # noqa: E402
+from phd_jax.flops import step_flops  # noqa: E402  (one FLOP count for sweeps and MFU)
 from phd_jax.train import train_and_evaluate  # noqa: E402
 
 LN2 = math.log(2.0)
@@ -76,23 +75,6 @@ def config(run: Run, scale: str, seed: int) -> ml_collections.ConfigDict:
   cfg.train.update(checkpoint_every=cfg.train.eval_every, keep_checkpoints=1, sample_tokens=0)
   cfg.seed = cfg.data.seed = seed  # seed s: the same init seed and batches for every variant
   return cfg
-
-
-def step_flops(cfg: ml_collections.ConfigDict) -> float:
-  """Training FLOPs of one step: 3x the forward's matmuls, attention counted by visible pairs.
-
-  The attention term counts the (query, key) pairs the variant's mask allows, so it is the
-  work the method needs, whatever the implementation spends.
-  """
-  m, t = cfg.model, cfg.train
-  spec = phd_spec(m)
-  tokens = spec.num_tokens(t.seq_len)
-  q, kv = m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
-  per_token = 2 * m.d_model * (2 * q + 2 * kv) + 2 * 3 * m.d_model * m.mlp_dim  # qkvo + SwiGLU
-  pairs = float(dense_mask(spec, t.seq_len).sum())
-  attention = 2 * 2 * q * pairs  # scores and values
-  logits = 2 * m.d_model * m.vocab_size * t.seq_len  # the last copy only
-  return 3.0 * t.batch_size * (m.num_layers * (per_token * tokens + attention) + logits)
 
 
 def train_one(run: Run, scale: str, seed: int, out: str, keep_checkpoints: bool) -> dict:

@@ -60,6 +60,14 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   for f in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "eval_batches",
             "checkpoint_every", "keep_checkpoints"):
     _positive_int(t, f, "train")
+  _positive_int(t, "grad_accum_steps", "train")
+  _need(t.batch_size % t.grad_accum_steps == 0, "train.grad_accum_steps", t.grad_accum_steps,
+        f"must divide config.train.batch_size={t.batch_size} (equal microbatches)")
+  ps = t.profile_steps
+  _need(isinstance(ps, (tuple, list)) and len(ps) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in ps)
+        and 0 <= ps[0] <= ps[1], "train.profile_steps", ps,
+        "expected (start, stop) ints with 0 <= start <= stop; (0, 0) for no profile")
   for f in ("warmup_steps", "sample_tokens"):
     _positive_int(t, f, "train", minimum=0)
   _need(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
@@ -85,6 +93,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   shards = batch_shards(cfg.mesh, jax.device_count())
   _need(t.batch_size % shards == 0, "train.batch_size", t.batch_size,
         f"must be a multiple of {shards}, the devices config.mesh.rules spread the batch over")
+  _need(t.batch_size // t.grad_accum_steps % shards == 0, "train.grad_accum_steps",
+        t.grad_accum_steps, f"leaves microbatches of {t.batch_size // t.grad_accum_steps} rows: "
+        f"each must be a multiple of {shards}, the devices the batch is spread over")
   _validate_tokens(cfg)
   return spec
 

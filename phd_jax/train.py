@@ -5,8 +5,6 @@ Running the same command again resumes from the latest checkpoint in the workdir
 from __future__ import annotations
 
 import functools
-import json
-import os
 import sys
 import time
 from typing import Callable
@@ -22,47 +20,60 @@ from ml_collections import config_flags
 from phd_jax import data, eval_hook, sharding, tokenizers, validation
 from phd_jax.checkpoint import Checkpointer, check_compatible
 from phd_jax.config import validate_config
+from phd_jax.flops import Throughput
+from phd_jax.grad_accum import loss_and_grads
+from phd_jax.guard import DivergenceError, DivergenceGuard
+from phd_jax.metrics import MetricsLog
+from phd_jax.preemption import Preemption
+from phd_jax.profiler import Profiler
+from phd_jax.workdir import prepare_workdir
 from phd_jax.model import Transformer, param_count
 from phd_jax.decode import generate
 
 
-def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW, linear warmup then cosine decay, global-norm clipping; no decay on vectors (norms)."""
-  schedule = optax.warmup_cosine_decay_schedule(
+def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup then cosine decay; update number s (from 0) uses lr_schedule(t)(s)."""
+  return optax.warmup_cosine_decay_schedule(
       0.0, t.learning_rate, t.warmup_steps, max(t.steps, t.warmup_steps + 1),
       end_value=t.learning_rate * t.end_lr_fraction)
+
+
+def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """AdamW, linear warmup then cosine decay, global-norm clipping; no decay on vectors (norms)."""
+  schedule = lr_schedule(t)
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   return optax.chain(
       optax.clip_by_global_norm(t.grad_clip),
       optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask))
 
 
-def loss_fn(model: Transformer, batch: dict) -> jax.Array:
-  """Mean next-token cross-entropy (nats); the model already returns only last-copy logits."""
+def loss_fn(model: Transformer, batch: dict,
+            t: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
+  """(training loss, aux scalars): mean next-token cross-entropy (nats) of the last copy."""
+  del t  # the loss's options (e.g. z-loss) live in config.train
   logits = model(batch["inputs"])  # [B, L, vocab]
-  return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+  return ce, {"ce": ce}
 
 
-def make_steps(graphdef: nnx.GraphDef, state_sharding=None, batch_sharding=None):
-  """Pure jitted train and eval steps over the split (model, optimizer) state.
+def make_steps(graphdef: nnx.GraphDef, t: ml_collections.ConfigDict, state_sharding=None,
+               batch_sharding=None):
+  """The pure jitted train step over the split (model, optimizer) state.
 
-  With shardings, the steps are compiled for them (state and batch laid out on the mesh).
+  With shardings, the steps are compiled for them (state and batch laid out on the mesh). Its
+  metrics are the loss, the gradient norm and the loss's aux scalars.
   """
 
   @functools.partial(jax.jit, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
                      out_shardings=(state_sharding, None))
   def train_step(state: nnx.State, batch: dict):
     model, optimizer = nnx.merge(graphdef, state)
-    loss, grads = nnx.value_and_grad(loss_fn)(model, batch)
+    loss, aux, grads = loss_and_grads(loss_fn, model, batch, t)  # microbatched if configured
     optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return nnx.state((model, optimizer)), {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                                           **aux}
 
-  @functools.partial(jax.jit, in_shardings=(state_sharding, batch_sharding))
-  def eval_step(state: nnx.State, batch: dict) -> jax.Array:
-    model, _ = nnx.merge(graphdef, state)
-    return loss_fn(model, batch)
-
-  return train_step, eval_step
+  return train_step
 
 
 def init_train_objects(cfg: ml_collections.ConfigDict) -> tuple[Transformer, nnx.Optimizer]:
@@ -85,23 +96,6 @@ def create_state(cfg: ml_collections.ConfigDict,
   return graphdef, state
 
 
-class MetricsLog:
-  """WORKDIR/metrics.jsonl: one JSON row per logged step; rows past a resumed step are dropped."""
-
-  def __init__(self, workdir: str, resume_step: int):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        rows = [r for r in (json.loads(line) for line in f if line.strip())
-                if r["step"] <= resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-
-  def write(self, row: dict) -> None:
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-
-
 def _duration(seconds: float) -> str:
   m, s = divmod(int(seconds), 60)
   return f"{m}m{s:02d}s" if m else f"{s}s"
@@ -112,8 +106,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   """Trains (or resumes) and returns the final summary; `on_step(step)` runs after each step."""
   spec = validate_config(cfg)
   t = cfg.train
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = prepare_workdir(workdir)  # a file, unwritable, foreign checkpoints: clear errors
   tok = tokenizers.from_config(cfg.data)
   splits = data.load_splits(cfg.data, tok, cfg.model.vocab_size, t.seq_len)
   chief = jax.process_index() == 0  # only process 0 prints and writes metrics
@@ -130,7 +123,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   graphdef, state = create_state(cfg, mesh)
   batch_sh = sharding.batch_sharding(mesh, axis_rules)
   state_sh = jax.tree.map(lambda x: x.sharding, state)
-  train_step, _ = make_steps(graphdef, state_sh, batch_sh)
+  train_step = make_steps(graphdef, t, state_sh, batch_sh)
   train_iter = iter(data.train_dataset(splits.train, t.seq_len, t.batch_size // hosts,
                                        cfg.data.seed, host, hosts))
   val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
@@ -152,40 +145,65 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       f"{model_tokens} model tokens per sequence; mesh {dict(mesh.shape)} over {hosts} "
       f"host(s); training steps {start + 1}..{t.steps}")
 
-  val_metrics = None
+  guard = DivergenceGuard(ckpt)  # no non-finite state is ever checkpointed
+  profiler = Profiler(workdir, tuple(t.profile_steps))
+  throughput, schedule = Throughput(cfg, jax.devices()), lr_schedule(t)
+
+  val_metrics, preempted = None, None
   pending, t_log, t0 = [], time.time(), time.time()
   try:
-    for step in range(start + 1, t.steps + 1):
-      with sharding.activate(mesh, axis_rules):  # traced under the mesh: activations pinned
-        state, metrics = train_step(state, sharding.global_batch(next(train_iter), batch_sh))
-      pending.append(metrics["loss"])
-      if step % t.log_every == 0 or step == t.steps:
-        loss = float(np.mean(jax.device_get(pending)))
-        now = time.time()
-        tok_s = len(pending) * t.batch_size * t.seq_len / (now - t_log)
-        row = {"step": step, "loss": loss, "grad_norm": float(metrics["grad_norm"]),
-               "tokens_per_s": tok_s}
-        if log:
-          log.write(row)
-        eta = (now - t0) / (step - start) * (t.steps - step)
-        say(f"step {step:>6}/{t.steps} | loss {loss:.4f} | {tok_s / 1e3:6.1f}k tok/s | "
-            f"{_duration(now - t0)} elapsed, eta {_duration(eta)}")
-        pending, t_log = [], time.time()
-      if step % t.eval_every == 0 or step == t.steps:
-        val_metrics = validate(state)
-        if log:
-          log.write({"step": step, **val_metrics})
-        say(f"step {step:>6}/{t.steps} | validation {val_metrics['val_bits_per_byte']:.4f} "
-            f"bits/byte, {val_metrics['val_loss']:.4f} nats/token")
-      downstream.run(step, graphdef, state, log)
-      if step % t.checkpoint_every == 0 or step == t.steps:
-        ckpt.save(step, state, train_iter, cfg)
-      if on_step is not None:
-        on_step(step)
+    with Preemption() as preemption:
+      for step in range(start + 1, t.steps + 1):
+        profiler.step(step, state)
+        with sharding.activate(mesh, axis_rules):  # traced under the mesh: activations pinned
+          state, metrics = train_step(state, sharding.global_batch(next(train_iter), batch_sh))
+        pending.append(metrics)
+        stop = preemption.requested(step)  # the same answer on every host
+        due = lambda every: step % every == 0 or step == t.steps or stop  # noqa: E731
+        guard.check(step, metrics, now=due(t.log_every) or due(t.eval_every)
+                    or due(t.checkpoint_every))
+        if due(t.log_every):
+          got, now = jax.device_get(pending), time.time()
+          tok_s = len(got) * t.batch_size * t.seq_len / (now - t_log)
+          mean = {k: float(np.mean([m[k] for m in got])) for k in got[-1] if k != "grad_norm"}
+          row = {"step": step, "loss": mean.pop("loss"), **mean,  # loss and the aux scalars
+                 "grad_norm": float(got[-1]["grad_norm"]),
+                 "learning_rate": float(schedule(step - 1)), "tokens_per_s": tok_s,
+                 **throughput(len(got) / (now - t_log))}
+          if log:
+            log.write(row)
+          eta = (now - t0) / (step - start) * (t.steps - step)
+          mfu = f" | MFU {row['mfu']:.1%}" if "mfu" in row else ""
+          say(f"step {step:>6}/{t.steps} | loss {row['loss']:.4f} | {tok_s / 1e3:6.1f}k tok/s | "
+              f"{row['tflops_per_s']:.3g} TFLOP/s{mfu} | {_duration(now - t0)} elapsed, "
+              f"eta {_duration(eta)}")
+          pending, t_log = [], time.time()
+        if due(t.eval_every) and not stop:
+          val_metrics = validate(state)
+          if log:
+            log.write({"step": step, **val_metrics})
+          say(f"step {step:>6}/{t.steps} | validation {val_metrics['val_bits_per_byte']:.4f} "
+              f"bits/byte, {val_metrics['val_loss']:.4f} nats/token")
+        if not stop:
+          downstream.run(step, graphdef, state, log)
+        if due(t.checkpoint_every):
+          ckpt.save(step, state, train_iter, cfg)
+        if on_step is not None:
+          on_step(step)
+        if stop:
+          preempted = step
+          break
   finally:  # an interrupted run still finishes writing its last checkpoint
+    profiler.close(state)
     ckpt.wait()
     ckpt.close()
+    if log:
+      log.close()
 
+  if preempted:
+    say(f"preempted by {preemption.describe()}: saved a checkpoint at step {preempted} in "
+        f"{ckpt.directory}; run the same command again to resume")
+    return {"step": preempted, "preempted": True}
   if val_metrics is None:  # nothing left to train: report the restored model
     val_metrics = validate(state)
   summary = {"step": t.steps, **val_metrics}
@@ -212,7 +230,8 @@ def main(argv: list[str]) -> None:
                                   auto=f.distributed)
   try:
     train_and_evaluate(f.config, f.workdir)
-  except ValueError as e:  # config and checkpoint problems: one clear line, no traceback
+  except (ValueError, DivergenceError) as e:  # config, workdir, checkpoint problems and
+    # divergence: one clear line, no traceback
     sys.exit(f"error: {e}")
 
 

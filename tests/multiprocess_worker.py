@@ -1,9 +1,11 @@
 """One of two processes of a real multi-host run on 127.0.0.1 (see test_scaling.py).
 
-argv: corpus glob, workdir, coordinator port, process id. Prints one JSON line (process 0).
+argv: corpus glob, workdir, coordinator port, process id[, "preempt"]. Prints one JSON line
+(process 0; with "preempt", every process).
 """
 import json
 import os
+import signal
 import sys
 
 import jax
@@ -13,10 +15,19 @@ from phd_jax import sharding
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def main(corpus_glob: str, workdir: str, port: str, process_id: str) -> None:
+def main(corpus_glob: str, workdir: str, port: str, process_id: str, mode: str = "") -> None:
   sharding.initialize_distributed(f"127.0.0.1:{port}", 2, int(process_id))
   from phd_jax.train import train_and_evaluate  # after initialize: the device list is global
   from test_train import tiny_config
+  if mode == "preempt":  # SIGTERM to process 1 only: both must stop and save at one step
+    cfg = tiny_config(corpus_glob, steps=300, batch_size=8, checkpoint_every=1000)
+    notice = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 3 else None
+    summary = train_and_evaluate(cfg, workdir, on_step=notice if process_id == "1" else None)
+    from phd_jax.checkpoint import Checkpointer
+    print("RESULTS " + json.dumps({"summary": summary,
+                                   "latest": Checkpointer(workdir, 2).latest_step()}), flush=True)
+    jax.distributed.shutdown()
+    return
   cfg = tiny_config(corpus_glob, steps=4, batch_size=8)  # mesh data=-1: all 8 devices
   first = train_and_evaluate(cfg, workdir)
   again = train_and_evaluate(cfg, workdir)  # restores the step-4 checkpoint, nothing to train

@@ -61,6 +61,7 @@ def test_eight_devices_match_one(corpus_glob, tmp_path):
     assert len(a.sharding.device_set) == 1
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   assert res["pallas_sharded_err"] < 1e-5
+  assert res["accum_err"] < 1e-4  # 4 microbatches on a 2x2x2 mesh == one batch on 1 device
   model = nnx.merge(*create_state(tiny_config(corpus_glob, batch_size=8)))[0]  # 1 device
   np.testing.assert_array_equal(res["generated"], generate(model, PROMPTS, 6, eos_id=None)[0])
   # q_proj is (embed, heads) -> (fsdp, tensor); the embedding (vocab, embed) -> (tensor, fsdp).
@@ -73,16 +74,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(corpus_glob, tmp_path):
-  """jax.distributed on 127.0.0.1, 2 processes x 4 CPU devices, gloo collectives."""
-  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
-  single = losses(tmp_path / "single")
+def _two_processes(corpus_glob: str, workdir: str, *extra: str) -> list[dict]:
+  """Runs multiprocess_worker.py as processes 0 and 1; returns each one's RESULTS (or None)."""
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
                  [os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
   procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_worker.py"),
-                             corpus_glob, str(tmp_path / "multi"), str(port), str(i)],
+                             corpus_glob, workdir, str(port), str(i), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=os.path.dirname(HERE)) for i in range(2)]
   try:
@@ -93,9 +92,25 @@ def test_two_processes_match_one(corpus_glob, tmp_path):
       p.wait()
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  line = next(l for l in outs[0][0].splitlines() if l.startswith("RESULTS "))
-  res = json.loads(line[len("RESULTS "):])
+  lines = [[l for l in out.splitlines() if l.startswith("RESULTS ")] for out, _ in outs]
+  return [json.loads(l[0][len("RESULTS "):]) if l else None for l in lines]
+
+
+def test_two_processes_match_one(corpus_glob, tmp_path):
+  """jax.distributed on 127.0.0.1, 2 processes x 4 CPU devices, gloo collectives."""
+  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
+  single = losses(tmp_path / "single")
+  res = _two_processes(corpus_glob, str(tmp_path / "multi"))[0]
   assert (res["devices"], res["processes"]) == (8, 2)
   np.testing.assert_allclose([res["losses"][str(s)] for s in range(1, 5)],
                              [single[s] for s in range(1, 5)], rtol=2e-5)
   assert res["val_restored"] == pytest.approx(res["val"], rel=1e-6)
+
+
+def test_sigterm_on_one_host_stops_both_at_one_step(corpus_glob, tmp_path):
+  """JAX's preemption sync manager: process 1 gets SIGTERM; both save the same step, exit 0."""
+  first, second = _two_processes(corpus_glob, str(tmp_path / "multi"), "preempt")
+  assert first["summary"]["preempted"] and second["summary"]["preempted"]
+  stop = first["summary"]["step"]
+  assert second["summary"]["step"] == stop and 3 < stop < 300
+  assert first["latest"] == second["latest"] == stop
