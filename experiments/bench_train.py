@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from configs import quickstart
-from phd_jax.train import create_state, make_steps
+from phd_jax.train import create_state, make_train_step
 
 VARIANTS = {  # name: (variant, K, W, C)
     "vanilla": ("vanilla", 1, 0, 0),
@@ -34,7 +34,7 @@ def build(name: str, args: argparse.Namespace):
   cfg.model.attention_impl = args.attention_impl
   cfg.train.update(batch_size=args.batch_size, seq_len=args.seq_len)
   graphdef, state = create_state(cfg)
-  train_step = make_steps(graphdef, cfg.train)
+  train_step = make_train_step(graphdef, cfg.train)
   batch = {"inputs": jnp.ones((args.batch_size, args.seq_len), jnp.int32),
            "targets": jnp.ones((args.batch_size, args.seq_len), jnp.int32)}
   return train_step, state, batch

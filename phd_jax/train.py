@@ -56,11 +56,11 @@ def loss_fn(model: Transformer, batch: dict,
   return ce, {"ce": ce}
 
 
-def make_steps(graphdef: nnx.GraphDef, t: ml_collections.ConfigDict, state_sharding=None,
+def make_train_step(graphdef: nnx.GraphDef, t: ml_collections.ConfigDict, state_sharding=None,
                batch_sharding=None):
   """The pure jitted train step over the split (model, optimizer) state.
 
-  With shardings, the steps are compiled for them (state and batch laid out on the mesh). Its
+  With shardings, the step is compiled for them (state and batch laid out on the mesh). Its
   metrics are the loss, the gradient norm and the loss's aux scalars.
   """
 
@@ -123,7 +123,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   graphdef, state = create_state(cfg, mesh)
   batch_sh = sharding.batch_sharding(mesh, axis_rules)
   state_sh = jax.tree.map(lambda x: x.sharding, state)
-  train_step = make_steps(graphdef, t, state_sh, batch_sh)
+  train_step = make_train_step(graphdef, t, state_sh, batch_sh)
   train_iter = iter(data.train_dataset(splits.train, t.seq_len, t.batch_size // hosts,
                                        cfg.data.seed, host, hosts))
   val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
