@@ -34,7 +34,9 @@ class Checkpointer:
 
   def saved_config(self, step: int) -> ml_collections.ConfigDict:
     args = ocp.args.Composite(config=ocp.args.JsonRestore())
-    return ml_collections.ConfigDict(self.manager.restore(step, args=args)["config"])
+    cfg = self.manager.restore(step, args=args)["config"]
+    cfg["model"].setdefault("qk_norm", "head")  # runs saved before the field normed per head
+    return ml_collections.ConfigDict(cfg)
 
   def save(self, step: int, state: nnx.State, data_iter, cfg: ml_collections.ConfigDict) -> None:
     self.manager.save(step, args=ocp.args.Composite(
