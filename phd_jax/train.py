@@ -21,7 +21,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from phd_jax import data, sharding
-from phd_jax.checkpoint import Checkpointer, check_compatible
+from phd_jax.checkpoint import Checkpointer, check_compatible, saved_run_config
 from phd_jax.config import validate_config
 from phd_jax.model import Transformer, param_count
 from phd_jax.decode import generate
@@ -143,8 +143,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
          for b in data.val_batches(corpus.val, t.seq_len, t.batch_size, t.eval_batches)]
   ckpt = Checkpointer(workdir, t.keep_checkpoints)
-  start = ckpt.latest_step() or 0
-  if start:
+  latest = ckpt.latest_step()  # 0 for a run imported by phd_jax.hf: resumed all the same
+  start = latest or 0
+  if latest is not None:
     changed = check_compatible(workdir, start, ckpt.saved_config(start), cfg)
     state = ckpt.restore(start, state, train_iter)
     say(f"resumed from step {start} in {workdir}"
@@ -211,15 +212,19 @@ def main(argv: list[str]) -> None:
   f = flags.FLAGS
   sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id,
                                   auto=f.distributed)
+  cfg = f.config
+  if cfg is None:  # no --config: resume with the workdir's saved one (e.g. after `hf import`)
+    cfg = saved_run_config(f.workdir)
   try:
-    train_and_evaluate(f.config, f.workdir)
+    train_and_evaluate(cfg, f.workdir)
   except ValueError as e:  # config and checkpoint problems: one clear line, no traceback
     sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":  # flags only when run as a program, so importing this module is free
-  config_flags.DEFINE_config_file("config", "configs/quickstart.py",
-                                  "Experiment config file (a get_config() module).")
+  config_flags.DEFINE_config_file("config", None, "Experiment config file (a get_config() "
+                                  "module); default: the workdir's saved config, else "
+                                  "configs/quickstart.py.")
   flags.DEFINE_string("workdir", None, "Run directory: checkpoints and metrics.jsonl.")
   flags.DEFINE_bool("distributed", False, "Multi-host: detect peers (TPU pods, SLURM, MPI).")
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
