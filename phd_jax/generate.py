@@ -33,7 +33,8 @@ def load_run(workdir: str) -> tuple[Transformer, ml_collections.ConfigDict, int]
     raise ValueError(f"no complete checkpoint in {directory}")
   cfg = ckpt.saved_config(step)
   # Shapes only: the restore fills in the model's arrays and reads no optimizer state.
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
+  abstract = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0)))
+  graphdef, abstract = nnx.split(abstract)
   state = ckpt.restore_params(step, abstract)
   ckpt.close()
   return nnx.merge(graphdef, state), cfg, step

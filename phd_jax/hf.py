@@ -235,6 +235,9 @@ def save_olmo2(model: Transformer, out_dir: str, max_position_embeddings: int = 
         "tie_word_embeddings": m.tie_embeddings, "torch_dtype": "float32",
         "pad_token_id": None, "bos_token_id": None, "eos_token_id": eos_token_id}
   os.makedirs(out_dir, exist_ok=True)
+  stale = os.path.join(out_dir, "model.safetensors.index.json")  # would shadow the new weights
+  if os.path.exists(stale):
+    os.remove(stale)
   tmp = os.path.join(out_dir, ".model.safetensors.tmp")
   save_file(tensors, tmp, metadata={"format": "pt"})
   os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
@@ -253,10 +256,11 @@ def import_run(hf_dir: str, cfg: ml_collections.ConfigDict, workdir: str) -> Non
                                  where=os.path.join(hf_dir, "config.json"))
   validate_config(cfg)
   ckpt = Checkpointer(workdir, cfg.train.keep_checkpoints)
-  if ckpt.latest_step() is not None:
+  existing = ckpt.latest_step()
+  if existing is not None:
     ckpt.close()
-    raise ValueError(f"{workdir} already holds checkpoints (step {ckpt.latest_step()}); "
-                     "import into a new --workdir. Nothing was overwritten.")
+    raise ValueError(f"{workdir} already holds checkpoints (step {existing}); import into a "
+                     "new --workdir. Nothing was overwritten.")
   params = olmo2_params(read_tensors(hf_dir), cfg.model, hf_dir)
   graphdef, state = create_state(cfg)
   model, optimizer = nnx.merge(graphdef, state)

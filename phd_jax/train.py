@@ -212,10 +212,8 @@ def main(argv: list[str]) -> None:
   f = flags.FLAGS
   sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id,
                                   auto=f.distributed)
-  cfg = f.config
-  if cfg is None:  # no --config: resume with the workdir's saved one (e.g. after `hf import`)
-    cfg = saved_run_config(f.workdir)
-  try:
+  try:  # no --config: resume with the workdir's saved one (e.g. after `phd_jax.hf import`)
+    cfg = f.config if f.config is not None else saved_run_config(f.workdir)
     train_and_evaluate(cfg, f.workdir)
   except ValueError as e:  # config and checkpoint problems: one clear line, no traceback
     sys.exit(f"error: {e}")

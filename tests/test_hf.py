@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -81,15 +82,10 @@ def test_phd_reuses_the_olmo2_weights():
   phd2 = load_olmo2(path, phd=dict(variant="phd_cswa", num_copies=2, window=2, chunk=4))
   x = jnp.asarray(GOLDEN["tokens"], jnp.int32)
   np.testing.assert_allclose(phd1(x), vanilla(x), atol=1e-6)  # K=1 is OLMo2 itself
-  same = lambda a, b: all(np.array_equal(u, v) for u, v in zip(
-      *(jax_leaves(nnx.state(m, nnx.Param)) for m in (a, b))))
+  params = lambda mod: jax.tree.leaves(nnx.state(mod, nnx.Param))
+  same = lambda a, b: all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
   assert same(vanilla, phd2)  # no new parameters, the same values
   assert np.abs(np.asarray(phd2(x) - vanilla(x))).max() > 1e-3  # but another computation
-
-
-def jax_leaves(tree):
-  import jax
-  return jax.tree.leaves(tree)
 
 
 @pytest.mark.parametrize("name", ["olmo2_tied", "olmo2_untied"])
@@ -152,9 +148,8 @@ def test_bad_hf_directories_name_the_problem(tmp_path):
 
 
 def run_cli(*args, timeout=600):
-  out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout)
-  return out
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
 
 
 def test_continued_pretraining_from_imported_weights(corpus_glob, tmp_path):
@@ -175,7 +170,8 @@ def test_continued_pretraining_from_imported_weights(corpus_glob, tmp_path):
   assert imported.returncode == 0, imported.stderr[-2000:]
   model, cfg, step = load_run(str(run))
   assert step == 0 and cfg.model.phd.variant == "phd_cswa" and not cfg.model.tie_embeddings
-  for a, b in zip(jax_leaves(nnx.state(model, nnx.Param)), jax_leaves(nnx.state(source, nnx.Param))):
+  params = lambda mod: jax.tree.leaves(nnx.state(mod, nnx.Param))
+  for a, b in zip(params(model), params(source)):  # restored exactly (parameters only)
     np.testing.assert_array_equal(a, b)
   again = run_cli("phd_jax.hf", "import", f"--hf_dir={tmp_path / 'hf'}",
                   "--config=configs/model_tiny.py", f"--workdir={run}", *train_flags)
@@ -189,16 +185,11 @@ def test_continued_pretraining_from_imported_weights(corpus_glob, tmp_path):
   corpus = data.load_corpus(cfg.data)
   batch = next(iter(data.train_dataset(corpus.train, 16, 2, cfg.data.seed)))
   logits = model(jnp.asarray(batch["inputs"]))  # the imported PHD model on the first batch
-  want = -jnp.take_along_axis(jax_log_softmax(logits), batch["targets"][..., None], -1).mean()
+  want = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["targets"][..., None], -1).mean()
   np.testing.assert_allclose(first, float(want), rtol=1e-5)
 
   exported = run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={tmp_path / 'back'}")
   assert exported.returncode != 0 and "K=2 copies" in exported.stderr  # a PHD run stays ours
-
-
-def jax_log_softmax(x):
-  import jax
-  return jax.nn.log_softmax(x, axis=-1)
 
 
 def test_export_cli_writes_a_loadable_vanilla_run(corpus_glob, tmp_path):
