@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/quickstart
 
-.PHONY: demo test test-all bench results clean
+.PHONY: demo test test-all test-interop bench results clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,19 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -n 2 -q
+
+# OLMo2 parity with Hugging Face transformers, both ways (tests/test_hf_live.py). torch and
+# transformers are gigabytes, so they live in a venv of their own, never in the test extra.
+IVENV ?= .venv-interop
+IPY := $(IVENV)/bin/python
+$(IVENV)/.installed: pyproject.toml
+	test -x $(IPY) || $(PYTHON) -m venv $(IVENV)
+	$(IPY) -m pip install --quiet --upgrade pip
+	$(IPY) -m pip install --quiet -e '.[test]' torch 'transformers>=4.47'
+	touch $@
+
+test-interop: $(IVENV)/.installed
+	$(IPY) -m pytest -q tests/test_hf_live.py
 
 bench: $(STAMP)
 	$(PY) experiments/bench_train.py

@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.tie_embeddings = True
   m.rope_theta = 10_000.0
   m.norm_eps = 1e-6
+  m.qk_norm = "full"  # RMSNorm of q and k: full (OLMo2: the whole projection) | head | none
   m.init_std = 0.02  # normal init of every weight matrix and the embedding (OLMo2's scale)
   m.attention_impl = "xla"  # dense (reference, tests) | xla | pallas
   m.pallas_block_q = 128  # tile sizes of the Pallas kernel (TPU: multiples of 128 suit best)

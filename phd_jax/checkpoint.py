@@ -34,13 +34,17 @@ class Checkpointer:
 
   def saved_config(self, step: int) -> ml_collections.ConfigDict:
     args = ocp.args.Composite(config=ocp.args.JsonRestore())
-    return ml_collections.ConfigDict(self.manager.restore(step, args=args)["config"])
+    cfg = self.manager.restore(step, args=args)["config"]
+    cfg["model"].setdefault("qk_norm", "head")  # runs saved before the field normed per head
+    return ml_collections.ConfigDict(cfg)
 
   def save(self, step: int, state: nnx.State, data_iter, cfg: ml_collections.ConfigDict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
-        data=grain.checkpoint.CheckpointSave(data_iter),
-        config=ocp.args.JsonSave(cfg.to_dict())))
+    """data_iter None (an imported model): the run resuming from it starts its data afresh."""
+    items = dict(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
+                 config=ocp.args.JsonSave(cfg.to_dict()))
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    self.manager.save(step, args=ocp.args.Composite(**items))
 
   def restore(self, step: int, state: nnx.State, data_iter=None) -> nnx.State:
     """Restores into the structure and shardings of `state`; advances `data_iter` in place.
@@ -50,17 +54,43 @@ class Checkpointer:
     """
     target = jax.tree.map(_restore_target, nnx.to_pure_dict(state))
     items = {"state": ocp.args.StandardRestore(target)}
-    if data_iter is not None:
+    if data_iter is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     nnx.replace_by_pure_dict(state, restored["state"])
     return state
+
+  def restore_params(self, step: int, model_state: nnx.State) -> nnx.State:
+    """Only the model's arrays (item `state`, subtree 0) into `model_state`: inference reads a
+    third of a training checkpoint (no optimizer moments), and holds no more in memory."""
+    target = {0: jax.tree.map(_restore_target, nnx.to_pure_dict(model_state))}
+    reader = ocp.CheckpointManager(self.directory,
+                                   item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+    args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(target))
+    restored = reader.restore(step, args=ocp.args.Composite(state=args))["state"]
+    reader.close()
+    nnx.replace_by_pure_dict(model_state, restored[0])
+    return model_state
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.close()
+
+
+def saved_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config of the latest checkpoint in `workdir`; configs/quickstart.py's if there is none."""
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    ckpt = Checkpointer(workdir, keep=1)
+    step = ckpt.latest_step()
+    cfg = None if step is None else ckpt.saved_config(step)
+    ckpt.close()
+    if cfg is not None:
+      return cfg
+  from configs import quickstart  # local: configs is a sibling package
+  return quickstart.get_config()
 
 
 def _restore_target(x) -> jax.ShapeDtypeStruct:

@@ -9,6 +9,7 @@ from phd_jax.attention import ATTENTION_IMPLS
 from phd_jax.masks import POSITION_SCHEMES, PHDSpec
 
 DTYPES = ("float32", "bfloat16", "float16")
+QK_NORMS = ("full", "head", "none")
 DATA_SOURCES = ("stdlib", "text_files", "tokens")
 
 
@@ -46,6 +47,8 @@ def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
         "attention)")
   _need(m.attention_impl in ATTENTION_IMPLS, "model.attention_impl", m.attention_impl,
         f"allowed: {ATTENTION_IMPLS}")
+  _need(m.qk_norm in QK_NORMS, "model.qk_norm", m.qk_norm,
+        f"allowed: {QK_NORMS} (full: OLMo2, over all heads at once; head: per head)")
   _need(m.param_dtype in DTYPES, "model.param_dtype", m.param_dtype, f"allowed: {DTYPES}")
   _need(m.dtype in DTYPES, "model.dtype", m.dtype, f"allowed: {DTYPES}")
   _need(m.phd.position_scheme in POSITION_SCHEMES, "model.phd.position_scheme",

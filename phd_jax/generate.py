@@ -15,7 +15,6 @@ from flax import nnx
 from phd_jax import decode, tokenizers
 from phd_jax.checkpoint import Checkpointer
 from phd_jax.model import Transformer
-from phd_jax.train import init_train_objects
 
 def load_model(workdir: str) -> tuple[Transformer, int]:
   """The model of the latest checkpoint in `workdir`, built from its saved config."""
@@ -33,11 +32,12 @@ def load_run(workdir: str) -> tuple[Transformer, ml_collections.ConfigDict, int]
   if step is None:
     raise ValueError(f"no complete checkpoint in {directory}")
   cfg = ckpt.saved_config(step)
-  # Shapes only: the restore fills in the arrays (optimizer included: it is one saved item).
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: init_train_objects(cfg)))
-  state = ckpt.restore(step, abstract)
+  # Shapes only: the restore fills in the model's arrays and reads no optimizer state.
+  abstract = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0)))
+  graphdef, abstract = nnx.split(abstract)
+  state = ckpt.restore_params(step, abstract)
   ckpt.close()
-  return nnx.merge(graphdef, state)[0], cfg, step
+  return nnx.merge(graphdef, state), cfg, step
 
 
 def main(argv: list[str]) -> None:

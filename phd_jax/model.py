@@ -1,7 +1,8 @@
 """The PHD decoder: an OLMo2-style transformer whose every token runs K times.
 
-OLMo2 style, as the paper trained: RoPE, RMSNorm on each block's *output* (reordered norm),
-per-head QK-norm, grouped-query attention, SwiGLU, no biases. The K copies live in the grouped
+OLMo2, as the paper trained (and exactly: phd_jax/hf.py loads released OLMo2 weights): RoPE
+(rotate-half), RMSNorm on each block's *output* (reordered norm), QK-norm over the whole q and k
+projections (`model.qk_norm`), grouped-query attention, SwiGLU, no biases. The K copies live in the grouped
 layout (originals, then the hidden stream; PHD_SPEC.md) from the embedding to the last block, and
 only the last copy of each position reaches the LM head.
 """
@@ -57,18 +58,27 @@ class Attention(nnx.Module):
                            kernel_init=_init(m, "embed", "kv_heads"))
     self.k_proj, self.v_proj = kv(), kv()
     self.o_proj = dense(m.num_heads * m.head_dim, m.d_model, kernel_init=_init(m, "heads", "embed"))
-    norm = functools.partial(nnx.RMSNorm, m.head_dim, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
-    self.q_norm, self.k_norm = norm(), norm()
+    # OLMo2 ("full") normalises the whole projection [H*D]; "head" each head's [D] on its own.
+    self.qk_norm = m.qk_norm
+    norm = functools.partial(nnx.RMSNorm, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
+    full = m.qk_norm == "full"
+    self.q_norm = None if m.qk_norm == "none" else norm(
+        m.num_heads * m.head_dim if full else m.head_dim)
+    self.k_norm = None if m.qk_norm == "none" else norm(
+        m.num_kv_heads * m.head_dim if full else m.head_dim)
 
   def project_qkv(self, x: jax.Array, positions: jax.Array):
     """x [B, T, d] -> q [B, T, Hq, D], k/v [B, T, Hkv, D], normed and rotated."""
     b, t, _ = x.shape
-    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
-    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    q, k = self.q_proj(x), self.k_proj(x)  # [B, T, Hq*D], [B, T, Hkv*D]
+    if self.qk_norm == "full":
+      q, k = self.q_norm(q), self.k_norm(k)
+    q = q.reshape(b, t, self.num_heads, self.head_dim)
+    k = k.reshape(b, t, self.num_kv_heads, self.head_dim)
+    if self.qk_norm == "head":
+      q, k = self.q_norm(q), self.k_norm(k)
     v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-    q = apply_rope(self.q_norm(q), positions, self.theta)
-    k = apply_rope(self.k_norm(k), positions, self.theta)
-    return q, k, v
+    return apply_rope(q, positions, self.theta), apply_rope(k, positions, self.theta), v
 
 
 class MLP(nnx.Module):
@@ -152,18 +162,23 @@ class Transformer(nnx.Module):
     """x, per-layer states -> fn(layer, x, state) -> (x, new state) applied over depth.
 
     States are pytrees stacked on axis 0 (one entry per layer): the decode cache uses this.
-    Scanned models run one compiled block under nnx.scan; others loop in Python.
+    Scanned models run one compiled block under jax.lax.scan; others loop in Python. `fn` must
+    not mutate the layer. The layers are split into graphdef/state here and merged inside the
+    jax-level transforms (lax.scan, jax.checkpoint), never handed to nnx transforms: that keeps
+    this callable from any trace (jit, while_loop, grad) without mixing NNX trace levels.
     """
+    def apply(graphdef, layer_state, x, state):
+      return fn(nnx.merge(graphdef, layer_state), x, state)
     if self.remat:
-      fn = nnx.remat(fn)
+      apply = jax.checkpoint(apply, static_argnums=(0,))
     if self.scan_layers:
-      @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0), transform_metadata=_LAYERS)
-      def body(x, layer, state):
-        return fn(layer, x, state)
-      return body(x, self.layers, per_layer)
+      graphdef, stacked = nnx.split(self.layers)  # every leaf [N, ...]
+      body = lambda x, inputs: apply(graphdef, inputs[0], x, inputs[1])
+      return jax.lax.scan(body, x, (stacked, per_layer))
     outs = []
     for idx, layer in enumerate(self.layers):
-      x, out = fn(layer, x, jax.tree.map(lambda a: a[idx], per_layer))
+      graphdef, layer_state = nnx.split(layer)
+      x, out = apply(graphdef, layer_state, x, jax.tree.map(lambda a: a[idx], per_layer))
       outs.append(out)
     return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 

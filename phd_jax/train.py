@@ -18,7 +18,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from phd_jax import data, eval_hook, sharding, tokenizers, validation
-from phd_jax.checkpoint import Checkpointer, check_compatible
+from phd_jax.checkpoint import Checkpointer, check_compatible, saved_run_config
 from phd_jax.config import validate_config
 from phd_jax.flops import Throughput
 from phd_jax.grad_accum import loss_and_grads
@@ -131,8 +131,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   validate = validation.Validator(graphdef, tok.token_bytes(), val, mesh, axis_rules, state_sh,
                                   batch_sh)
   ckpt = Checkpointer(workdir, t.keep_checkpoints)
-  start = ckpt.latest_step() or 0
-  if start:
+  latest = ckpt.latest_step()  # 0 for a run imported by phd_jax.hf: resumed all the same
+  start = latest or 0
+  if latest is not None:
     changed = check_compatible(workdir, start, ckpt.saved_config(start), cfg)
     state = ckpt.restore(start, state, train_iter)
     say(f"resumed from step {start} in {workdir}"
@@ -228,16 +229,18 @@ def main(argv: list[str]) -> None:
   f = flags.FLAGS
   sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id,
                                   auto=f.distributed)
-  try:
-    train_and_evaluate(f.config, f.workdir)
+  try:  # no --config: resume with the workdir's saved one (e.g. after `phd_jax.hf import`)
+    cfg = f.config if f.config is not None else saved_run_config(f.workdir)
+    train_and_evaluate(cfg, f.workdir)
   except (ValueError, DivergenceError) as e:  # config, workdir, checkpoint problems and
     # divergence: one clear line, no traceback
     sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":  # flags only when run as a program, so importing this module is free
-  config_flags.DEFINE_config_file("config", "configs/quickstart.py",
-                                  "Experiment config file (a get_config() module).")
+  config_flags.DEFINE_config_file("config", None, "Experiment config file (a get_config() "
+                                  "module); default: the workdir's saved config, else "
+                                  "configs/quickstart.py.")
   flags.DEFINE_string("workdir", None, "Run directory: checkpoints and metrics.jsonl.")
   flags.DEFINE_bool("distributed", False, "Multi-host: detect peers (TPU pods, SLURM, MPI).")
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
