@@ -30,6 +30,7 @@ def test_every_config_file_is_covered():
 def train_and_generate(config: str, corpus_glob: str, workdir) -> None:
   overrides = [f"--config.model.{k}={v}" for k, v in SHRINK.items()] + [
       "--config.data.source=text_files", f"--config.data.text_files={corpus_glob}",
+      "--config.data.tokenizer=bytes",  # the size configs otherwise require a real tokenizer
       "--config.train.steps=2", "--config.train.batch_size=2", "--config.train.seq_len=16",
       "--config.train.eval_batches=1", "--config.train.checkpoint_every=100",
       "--config.train.sample_tokens=4", "--config.train.warmup_steps=1"]
