@@ -73,6 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
   t.b1 = 0.9
   t.b2 = 0.95
   t.grad_clip = 1.0
+  t.z_loss = 0.0  # OLMo2's z-loss: adds z_loss * mean(logsumexp(logits)^2); 0 = off (OLMo2: 1e-5)
+  t.loss_chunk = 512  # positions whose logits are made at once by the loss (memory, not math)
   t.log_every = 10
   t.eval_every = 200
   t.eval_batches = 8

@@ -64,6 +64,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   _need(0 <= t.end_lr_fraction <= 1, "train.end_lr_fraction", t.end_lr_fraction,
         "must be in [0, 1]")
   _need(t.grad_clip > 0, "train.grad_clip", t.grad_clip, "must be > 0")
+  _need(isinstance(t.z_loss, (int, float)) and t.z_loss >= 0, "train.z_loss", t.z_loss,
+        "must be a number >= 0 (0 turns the z-loss off)")
+  _positive_int(t, "loss_chunk", "train")
   _need(t.sample_temperature >= 0, "train.sample_temperature", t.sample_temperature,
         "must be >= 0 (0 is greedy)")
   d = cfg.data

@@ -168,17 +168,23 @@ class Transformer(nnx.Module):
     return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
   def logits(self, x: jax.Array) -> jax.Array:
+    """Last-copy states [..., d] (before the final norm) -> logits [..., vocab] float32."""
     x = self.final_norm(x)
     out = self.embed.attend(x) if self.tie_embeddings else self.lm_head(x)
     return out.astype(jnp.float32)
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
+  def hidden(self, tokens: jax.Array) -> jax.Array:
+    """tokens [B, L] -> states of the last copy of each position [B, L, d], before the final
+    norm: the loss turns them into logits a chunk at a time (phd_jax/losses.py)."""
     seq_len, k = tokens.shape[1], self.spec.num_copies
     positions = jnp.asarray(position_ids(seq_len, k, self.position_scheme))  # [K*L]
     x, _ = self.over_layers(lambda layer, x, _: (layer(x, positions), None),
                             self.embed_copies(tokens))  # [B, K*L, d]
     start, stop, step = last_copy_slice(seq_len, k)
-    return self.logits(x[:, start:stop:step])  # [B, L, vocab]
+    return x[:, start:stop:step]  # [B, L, d]
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    return self.logits(self.hidden(tokens))  # [B, L, vocab]
 
 
 def param_count(model: nnx.Module) -> int:

@@ -23,6 +23,7 @@ from ml_collections import config_flags
 from phd_jax import data, sharding
 from phd_jax.checkpoint import Checkpointer, check_compatible
 from phd_jax.config import validate_config
+from phd_jax.losses import lm_loss
 from phd_jax.model import Transformer, param_count
 from phd_jax.decode import generate
 
@@ -40,30 +41,34 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
       optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask))
 
 
-def loss_fn(model: Transformer, batch: dict) -> jax.Array:
-  """Mean next-token cross-entropy (nats); the model already returns only last-copy logits."""
-  logits = model(batch["inputs"])  # [B, L, vocab]
-  return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+def loss_fn(model: Transformer, batch: dict, t: ml_collections.ConfigDict | None = None
+            ) -> tuple[jax.Array, dict]:
+  """(loss, aux scalars): chunked last-copy cross-entropy plus the optional z-loss (losses.py)."""
+  return lm_loss(model, batch, t)
 
 
-def make_steps(graphdef: nnx.GraphDef, state_sharding=None, batch_sharding=None):
+def make_steps(graphdef: nnx.GraphDef, state_sharding=None, batch_sharding=None,
+               t: ml_collections.ConfigDict | None = None):
   """Pure jitted train and eval steps over the split (model, optimizer) state.
 
   With shardings, the steps are compiled for them (state and batch laid out on the mesh).
+  t: the train config (loss chunk, z-loss); None takes the defaults.
   """
 
   @functools.partial(jax.jit, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
                      out_shardings=(state_sharding, None))
   def train_step(state: nnx.State, batch: dict):
     model, optimizer = nnx.merge(graphdef, state)
-    loss, grads = nnx.value_and_grad(loss_fn)(model, batch)
+    (loss, aux), grads = nnx.value_and_grad(functools.partial(loss_fn, t=t), has_aux=True)(
+        model, batch)
     optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return nnx.state((model, optimizer)), {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                                           **aux}
 
   @functools.partial(jax.jit, in_shardings=(state_sharding, batch_sharding))
   def eval_step(state: nnx.State, batch: dict) -> jax.Array:
     model, _ = nnx.merge(graphdef, state)
-    return loss_fn(model, batch)
+    return loss_fn(model, batch, t)[1]["ce"]
 
   return train_step, eval_step
 
@@ -137,7 +142,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   graphdef, state = create_state(cfg, mesh)
   batch_sh = sharding.batch_sharding(mesh, axis_rules)
   train_step, eval_step = make_steps(graphdef, jax.tree.map(lambda x: x.sharding, state),
-                                     batch_sh)
+                                     batch_sh, t)
   train_iter = iter(data.train_dataset(corpus.train, t.seq_len, t.batch_size // hosts,
                                        cfg.data.seed, host, hosts))
   val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
@@ -169,6 +174,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
         tok_s = len(pending) * t.batch_size * t.seq_len / (now - t_log)
         row = {"step": step, "loss": loss, "grad_norm": float(metrics["grad_norm"]),
                "tokens_per_s": tok_s}
+        if t.z_loss:  # the loss's parts, last step's values
+          row.update(ce=float(metrics["ce"]), z_loss=float(metrics["z_loss"]))
         if log:
           log.write(row)
         eta = (now - t0) / (step - start) * (t.steps - step)
