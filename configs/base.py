@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.rope_theta = 10_000.0
   m.norm_eps = 1e-6
   m.init_std = 0.02  # normal init of every weight matrix and the embedding (OLMo2's scale)
-  m.attention_impl = "xla"  # dense (reference, tests) | xla | pallas
+  m.attention_impl = "xla"  # dense (reference, tests) | xla | pallas | jax (K=1 only, a baseline)
+  m.xla_block = 256  # query positions per block of the xla path: memory ~ block * K * L per head
   m.pallas_block_q = 128  # tile sizes of the Pallas kernel (TPU: multiples of 128 suit best)
   m.pallas_block_kv = 128
   m.param_dtype = "float32"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from phd_jax.attention import ATTENTION_IMPLS
+from phd_jax.attention import ATTENTION_IMPLS, DEFAULT_XLA_BLOCK
 from phd_jax.masks import POSITION_SCHEMES, PHDSpec
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -44,6 +44,11 @@ def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
         "attention)")
   _need(m.attention_impl in ATTENTION_IMPLS, "model.attention_impl", m.attention_impl,
         f"allowed: {ATTENTION_IMPLS}")
+  _need(m.attention_impl != "jax" or m.phd.num_copies == 1, "model.attention_impl",
+        m.attention_impl, "'jax' (jax.nn.dot_product_attention) is for K=1 models only")
+  block = m.get("xla_block", DEFAULT_XLA_BLOCK)  # absent from configs saved before it existed
+  _need(isinstance(block, int) and not isinstance(block, bool) and block >= 1, "model.xla_block",
+        block, "expected an int >= 1 (query positions per block of the xla attention path)")
   _need(m.param_dtype in DTYPES, "model.param_dtype", m.param_dtype, f"allowed: {DTYPES}")
   _need(m.dtype in DTYPES, "model.dtype", m.dtype, f"allowed: {DTYPES}")
   _need(m.phd.position_scheme in POSITION_SCHEMES, "model.phd.position_scheme",

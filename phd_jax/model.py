@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from phd_jax.attention import attention
+from phd_jax.attention import DEFAULT_XLA_BLOCK, attention
 from phd_jax.config import validate_model_config
 from phd_jax.masks import PHDSpec, expand_copies, last_copy_slice, position_ids, token_coords
 from phd_jax.sharding import constrain
@@ -50,6 +50,7 @@ class Attention(nnx.Module):
   def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
     self.block_sizes = (m.pallas_block_q, m.pallas_block_kv)
+    self.xla_block = m.get("xla_block", DEFAULT_XLA_BLOCK)
     self.num_heads, self.num_kv_heads, self.head_dim = m.num_heads, m.num_kv_heads, m.head_dim
     dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m))
     self.q_proj = dense(m.d_model, m.num_heads * m.head_dim, kernel_init=_init(m, "embed", "heads"))
@@ -95,7 +96,7 @@ class Block(nnx.Module):
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     q, k, v = self.attn.project_qkv(x, positions)
     a = self.attn
-    return self.finish(x, attention(q, k, v, a.spec, a.impl, a.block_sizes))
+    return self.finish(x, attention(q, k, v, a.spec, a.impl, a.block_sizes, a.xla_block))
 
   def finish(self, x: jax.Array, attn_out: jax.Array) -> jax.Array:
     """The rest of the block given the attention output [B, T, Hq, D]."""
@@ -137,8 +138,15 @@ class Transformer(nnx.Module):
         kernel_init=_init(m, "embed", "vocab"))
 
   def embed_at(self, tokens: jax.Array, copy) -> jax.Array:
-    """Input vectors of tokens [B, T] that are copies `copy` ([T] or [B, T]) -> [B, T, d]."""
-    x = self.embed(tokens)
+    """Input vectors of tokens [B, T] that are copies `copy` ([T] or [B, T]) -> [B, T, d].
+
+    The table is gathered whole along `embed` first (vocab stays split): a gather from a table
+    split on the feature axis into batch-split rows is a resharding GSPMD can only do by
+    replicating everything ("involuntary full rematerialization").
+    """
+    table = self.embed.embedding[...].astype(self.embed.dtype or self.embed.param_dtype)
+    table = constrain(table, ("vocab", None))  # [vocab, d]
+    x = constrain(jnp.take(table, tokens, axis=0), ("batch", "length", "act_embed"))
     if self.copy_embed is not None:
       x = x + self.copy_embed[...][copy].astype(x.dtype)
     return x
