@@ -28,6 +28,7 @@ from phd_jax.sharding import logical_spec
 ATTENTION_IMPLS = ("dense", "xla", "pallas", "jax")
 # Finite, so fully masked (padding) rows give a harmless uniform softmax instead of NaN.
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+SUPERBLOCKS = 4  # groups of query blocks of the xla path; see _superblocks
 DEFAULT_XLA_BLOCK = 256  # query positions per block of the xla path (config.model.xla_block)
 
 
@@ -106,11 +107,11 @@ def phd_attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec,
                   block: int = DEFAULT_XLA_BLOCK) -> jax.Array:
   """Exact PHD attention in O(K) work and O(K*L) memory per head; see the module docstring.
 
-  Queries go in blocks of `block` positions (all K copies of each). A block reads the originals
-  up to its last position (causal: later originals are never touched, so about half of the
-  score work of a full causal matrix is skipped) and the short run of the hidden stream its
-  hidden copies can reach. Each block is rematerialised: the backward recomputes its scores,
-  so no [K*L, L] score or probability tensor is ever alive, only one block's.
+  Queries go in blocks of `block` positions (all K copies of each), scanned within a few
+  superblocks. A block reads the originals up to its superblock's end (later originals are never
+  touched: most of the causal upper triangle is skipped) and the short run of the hidden stream
+  its hidden copies can reach. Each block is rematerialised: the backward recomputes its scores,
+  so no [K*L, L] score or probability tensor is ever alive, only one block's per superblock.
   """
   kk = spec.num_copies
   b, t, hq, d = q.shape
@@ -129,22 +130,47 @@ def phd_attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec,
   windowed = spec.variant in ("phd_swa", "phd_cswa")
   front = lambda x: jnp.pad(x, [(0, 0), (t_sub, 0), (0, 0), (0, 0)])
   k_hid, v_hid = front(k[:, seq_len:]), front(v[:, seq_len:])  # [B, T + L*(K-1), Hkv, D]
+  block = min(block, seq_len)
+  n_blk = -(-seq_len // block)
+  # The hidden stream padded at the end too, so every block's key slice has one static size.
+  k_hid, v_hid = (jnp.pad(x, [(0, 0), (0, n_blk * block * kh - seq_len * kh), (0, 0), (0, 0)])
+                  for x in (k_hid, v_hid))
+  h_len = block * kh + (t_sub if windowed else 0)
+  q_pad = jnp.pad(q_pos, [(0, 0), (0, n_blk * block - seq_len)] + [(0, 0)] * 4)
   outs = []
-  for start in range(0, seq_len, block):
-    stop = min(start + block, seq_len)
-    h_lo, h_hi = start * kh + (0 if windowed else t_sub), stop * kh + t_sub
-    fn = jax.checkpoint(functools.partial(_query_block, spec=spec, start=start, t_sub=t_sub))
-    outs.append(fn(q_pos[:, start:stop], k_orig[:, :stop], v_orig[:, :stop],
-                   k_hid[:, h_lo:h_hi], v_hid[:, h_lo:h_hi]))
-  out = jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]  # [B, L, K, Hkv, G, D]
+  for s_lo, s_hi in _superblocks(n_blk):  # causal skip: later originals are never read
+    stop = min(s_hi * block, seq_len)
+    k_o, v_o = k_orig[:, :stop], v_orig[:, :stop]
+    qs = q_pad[:, s_lo * block:s_hi * block].reshape(b, s_hi - s_lo, block, *q_pos.shape[2:])
+
+    @jax.checkpoint  # the backward recomputes one block's scores at a time
+    def one_block(q_blk, start, k_o, v_o, k_hid, v_hid):
+      h_lo = start * kh + (0 if windowed else t_sub)
+      k_h, v_h = (jax.lax.dynamic_slice_in_dim(x, h_lo, h_len, axis=1) for x in (k_hid, v_hid))
+      return _query_block(q_blk, k_o, v_o, k_h, v_h, spec=spec, start=start, t_sub=t_sub)
+
+    def body(carry, xs, k_o=k_o, v_o=v_o, fn=one_block):
+      return carry, fn(xs[0], xs[1], k_o, v_o, k_hid, v_hid)
+
+    starts = jnp.arange(s_lo, s_hi) * block
+    _, o = jax.lax.scan(body, None, (jnp.moveaxis(qs, 1, 0), starts))  # [n, B, P, K, ...]
+    outs.append(jnp.moveaxis(o, 0, 1).reshape(b, (s_hi - s_lo) * block, *o.shape[3:]))
+  out = jnp.concatenate(outs, axis=1)[:, :seq_len]  # [B, L, K, Hkv, G, D]
   # Back to the grouped layout: originals first, then the position-major hidden stream.
   out = jnp.concatenate([out[:, :, 0].reshape(b, seq_len, hq, d),
                          out[:, :, 1:].reshape(b, seq_len * kh, hq, d)], axis=1)
   return out.astype(q.dtype)
 
 
-def _query_block(qb, k_o, v_o, k_h, v_h, *, spec: PHDSpec, start: int, t_sub: int
-                 ) -> jax.Array:
+def _superblocks(n_blk: int) -> list[tuple[int, int]]:
+  """Query blocks in SUPERBLOCKS contiguous groups [lo, hi): a group reads the originals up to
+  its own end (skipping most of the causal upper triangle: work (S+1)/2S of a full matrix),
+  and scans its blocks, so memory holds one block per group, not one per block."""
+  edges = np.linspace(0, n_blk, min(SUPERBLOCKS, n_blk) + 1).round().astype(int)
+  return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+
+
+def _query_block(qb, k_o, v_o, k_h, v_h, *, spec: PHDSpec, start, t_sub: int) -> jax.Array:
   """One query block: qb [B, P, K, Hkv, G, D] (positions start..start+P-1, every copy),
   originals k_o/v_o [B, E, Hkv, D] (0..E-1, E = start+P), hidden keys k_h/v_h [B, S, Hkv, D]:
   the block's own hidden tokens, preceded by the T = t_sub before them for the window variants.
