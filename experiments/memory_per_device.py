@@ -102,7 +102,7 @@ def main(argv) -> None:
   rows = compiled_memory(cfg, shape)
   for name, b in rows.items():
     print(f"  {name:<52}{b / GIB:8.2f} GiB per device")
-  print("RESULT " + " ".join(f"{k.split(' ')[0]}={v / GIB:.3f}" for k, v in rows.items()))
+  print("RESULT " + " ".join(f"{k.split(' ')[0]}={int(v)}" for k, v in rows.items()))  # bytes
 
 
 if __name__ == "__main__":
