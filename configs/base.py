@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.norm_eps = 1e-6
   m.qk_norm = "full"  # RMSNorm of q and k: full (OLMo2: the whole projection) | head | none
   m.init_std = 0.02  # normal init of every weight matrix and the embedding (OLMo2's scale)
-  m.attention_impl = "xla"  # dense (reference, tests) | xla | pallas
+  m.attention_impl = "xla"  # dense (reference, tests) | xla | pallas | jax (K=1 only, a baseline)
+  m.xla_block = 256  # query positions per block of the xla path: memory ~ block * K * L per head
   m.pallas_block_q = 128  # tile sizes of the Pallas kernel (TPU: multiples of 128 suit best)
   m.pallas_block_kv = 128
   m.param_dtype = "float32"
@@ -80,6 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
   t.b1 = 0.9
   t.b2 = 0.95
   t.grad_clip = 1.0
+  t.z_loss = 0.0  # OLMo2's z-loss: adds z_loss * mean(logsumexp(logits)^2); 0 = off (OLMo2: 1e-5)
+  t.loss_chunk = 512  # positions whose logits are made at once by the loss (memory, not math)
   t.log_every = 10
   t.eval_every = 200
   t.eval_batches = 8

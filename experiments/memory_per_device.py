@@ -1,72 +1,108 @@
-"""Bytes per device of parameters, optimizer state and activations, for a config and a mesh.
+"""Memory per device of the real train step, compiled (not run) for a config on a mesh.
 
-No devices needed: shardings are worked out on an abstract mesh of the requested shape.
+The step is lowered on simulated CPU devices of the requested mesh shape (the device count is set
+before JAX starts) with abstract inputs, so nothing the size of the model is ever allocated, and
+XLA's `memory_analysis()` of the compiled SPMD program gives the per-device bytes: arguments
+(parameters, optimizer state, batch), outputs, and temporaries (activations, gradients,
+collectives' buffers). Beside them, the analytic parameter and optimizer bytes of the sharding
+rules. Compiling a 1.2B step takes minutes and a few GB of host RAM.
 
-  python experiments/memory_per_device.py --config=configs/model_1_2b.py:phd_cswa \
-      --data=16 --fsdp=16 --tensor=1 --batch_size=256
+  python experiments/memory_per_device.py --config=configs/model_1_2b.py:phd_cswa \\
+      --data=1 --fsdp=16 --tensor=1            # batch: one sequence per batch shard
 
-Activations are an estimate (stated below), the rest is exact for the sharding rules in the config.
+CPU compiles are a proxy for TPU/GPU ones: the same program and shardings, another backend's
+fusion and scheduling, so expect figures of the same size, not identical ones.
 """
 from __future__ import annotations
 
 import math
-
-import jax
-import numpy as np
-from absl import app, flags
-from flax import nnx
-from jax.sharding import AbstractMesh, AxisType, NamedSharding
-from ml_collections import config_flags
-
-from phd_jax import sharding
-from phd_jax.config import validate_model_config
-from phd_jax.train import init_train_objects
+import os
+import re
+import sys
 
 
-def per_device_bytes(cfg, shape: tuple[int, int, int]) -> dict[str, float]:
-  mesh = AbstractMesh(shape, sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
-  abstract = nnx.eval_shape(lambda: init_train_objects(cfg))
-  model_state = nnx.state(abstract[0])
-  opt_state = nnx.state(abstract[1])
-  with nnx.logical_axis_rules(sharding.rules(cfg.mesh)):
-    specs = [nnx.get_partition_spec(s) for s in (model_state, opt_state)]
+def _set_device_count(argv: list[str]) -> None:
+  """--data/--fsdp/--tensor -> XLA_FLAGS, before jax is imported."""
+  sizes = {"data": 1, "fsdp": 1, "tensor": 1}
+  for arg in argv:
+    m = re.fullmatch(r"--(data|fsdp|tensor)=(\d+)", arg)
+    if m:
+      sizes[m.group(1)] = int(m.group(2))
+  flag = f"--xla_force_host_platform_device_count={math.prod(sizes.values())}"
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-  def shard_bytes(state, spec):
-    leaves = jax.tree.leaves(state)
-    spec_leaves = jax.tree.leaves(spec, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    return sum(math.prod(NamedSharding(mesh, p).shard_shape(x.shape)) * x.dtype.itemsize
-               for x, p in zip(leaves, spec_leaves))
 
-  m, t = cfg.model, cfg.train
-  spec = validate_model_config(m)
-  tokens = t.batch_size * spec.num_tokens(t.seq_len) // (shape[0] * shape[1])  # per device
-  act = np.dtype(m.dtype).itemsize
-  # Saved for the backward pass, per layer: the block input and (without remat) the
-  # projections, MLP hidden and the attention probabilities of the xla path (K*L x L per
-  # head: K times vanilla's), with heads and MLP split over `tensor`.
-  width = m.d_model + (m.num_heads + 2 * m.num_kv_heads) * m.head_dim / shape[2] \
-      + 3 * m.mlp_dim / shape[2]
-  scores = 4 * m.num_heads / shape[2] * t.seq_len  # f32 probabilities per token
-  per_layer = tokens * m.d_model * act if m.remat else tokens * (width * act + scores)
-  return {"params": shard_bytes(model_state, specs[0]),
-          "optimizer": shard_bytes(opt_state, specs[1]),
-          "activations (estimate)": per_layer * m.num_layers}
+if __name__ == "__main__":
+  _set_device_count(sys.argv[1:])
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import AxisType, NamedSharding  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from phd_jax import sharding  # noqa: E402
+from phd_jax.train import init_train_objects, make_steps  # noqa: E402
+
+GIB = 2 ** 30
+
+
+def _shard_bytes(state, shardings) -> int:
+  return sum(jax.tree.leaves(jax.tree.map(
+      lambda x, s: math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize, state, shardings)))
+
+
+def compiled_memory(cfg, shape: tuple[int, int, int]) -> dict[str, float]:
+  """Per-device bytes of the train step of `cfg` compiled on a (data, fsdp, tensor) mesh."""
+  mesh = jax.make_mesh(shape, sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                       devices=jax.devices()[:math.prod(shape)])
+  axis_rules = sharding.rules(cfg.mesh)
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: init_train_objects(cfg)))
+  state_sh = sharding.state_shardings(abstract, mesh, axis_rules)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                       abstract, state_sh)
+  batch_sh = sharding.batch_sharding(mesh, axis_rules)
+  shape_bl = (cfg.train.batch_size, cfg.train.seq_len)
+  batch = {k: jax.ShapeDtypeStruct(shape_bl, jnp.int32, sharding=batch_sh)
+           for k in ("inputs", "targets")}
+  train_step, _ = make_steps(graphdef, state_sh, batch_sh, cfg.train)
+  with sharding.activate(mesh, axis_rules):
+    compiled = train_step.lower(state, batch).compile()
+  ma = compiled.memory_analysis()
+  model_state, opt_state = abstract[0], abstract[1]
+  model_sh, opt_sh = state_sh[0], state_sh[1]
+  args = ma.argument_size_in_bytes
+  return {
+      "params (analytic)": _shard_bytes(model_state, model_sh),
+      "optimizer (analytic)": _shard_bytes(opt_state, opt_sh),
+      "arguments (compiled)": args,
+      "temporaries (compiled)": ma.temp_size_in_bytes,
+      "peak = arguments + temporaries + outputs - aliased": (
+          args + ma.temp_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes),
+  }
 
 
 def main(argv) -> None:
   del argv
   f = flags.FLAGS
   cfg = f.config
-  if f.batch_size:
-    cfg.train.batch_size = f.batch_size
   shape = (f.data, f.fsdp, f.tensor)
-  rows = per_device_bytes(cfg, shape)
-  print(f"mesh data={shape[0]} fsdp={shape[1]} tensor={shape[2]} ({math.prod(shape)} devices), "
-        f"batch {cfg.train.batch_size} x seq_len {cfg.train.seq_len}, K={cfg.model.phd.num_copies}, "
-        f"remat={cfg.model.remat}")
+  cfg.train.batch_size = f.batch_size or shape[0] * shape[1]  # default rules: batch on both
+  if f.seq_len:
+    cfg.train.seq_len = f.seq_len
+  cfg.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2])
+  m = cfg.model
+  print(f"{m.num_layers} layers d={m.d_model}, {m.phd.variant} K={m.phd.num_copies}, "
+        f"attention_impl={m.attention_impl}, remat={m.remat}; mesh data={shape[0]} "
+        f"fsdp={shape[1]} tensor={shape[2]}; batch {cfg.train.batch_size} x seq_len "
+        f"{cfg.train.seq_len}; loss_chunk={cfg.train.loss_chunk}, xla_block={m.xla_block}",
+        flush=True)
+  rows = compiled_memory(cfg, shape)
   for name, b in rows.items():
-    print(f"  {name:<24}{b / 2**30:10.2f} GiB per device")
-  print(f"  {'total':<24}{sum(rows.values()) / 2**30:10.2f} GiB per device")
+    print(f"  {name:<52}{b / GIB:8.2f} GiB per device")
+  print("RESULT " + " ".join(f"{k.split(' ')[0]}={int(v)}" for k, v in rows.items()))  # bytes
 
 
 if __name__ == "__main__":
@@ -74,5 +110,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("data", 1, "Mesh size of the data axis.")
   flags.DEFINE_integer("fsdp", 1, "Mesh size of the fsdp axis.")
   flags.DEFINE_integer("tensor", 1, "Mesh size of the tensor axis.")
-  flags.DEFINE_integer("batch_size", 0, "Global batch size (0: the config's).")
+  flags.DEFINE_integer("batch_size", 0, "Global batch size (0: one sequence per batch shard, "
+                       "data x fsdp).")
+  flags.DEFINE_integer("seq_len", 0, "Sequence length (0: the config's).")
   app.run(main)

@@ -5,12 +5,16 @@
   reference; for tests only.
 - "xla": exact and O(K): it never forms a (K*L)^2 matrix. Every copy of position n reads the
   originals 0..n (a causal attention with K times the query rows), and each hidden copy also reads
-  one short contiguous run of the hidden stream (same-position copies plus the window), computed
-  block-locally. The two parts share one softmax.
+  one short contiguous run of the hidden stream (same-position copies plus the window). The two
+  parts share one softmax. Queries go in rematerialised blocks of positions (`model.xla_block`),
+  so memory is O(K*L) per head, not O(K*L^2), and the causal upper triangle is skipped.
+- "jax": `jax.nn.dot_product_attention` (causal), K = 1 only: the peer baseline that
+  experiments/bench_train.py measures vanilla against (cuDNN on GPUs where available).
 The "repeat" baseline is full causal attention over the interleaved order: K^2 work by design.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.core.spmd as core_spmd
@@ -21,16 +25,20 @@ import numpy as np
 from phd_jax.masks import PHDSpec, dense_mask, hidden_window_start, interleaved_index
 from phd_jax.sharding import logical_spec
 
-ATTENTION_IMPLS = ("dense", "xla", "pallas")
+ATTENTION_IMPLS = ("dense", "xla", "pallas", "jax")
 # Finite, so fully masked (padding) rows give a harmless uniform softmax instead of NaN.
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+SUPERBLOCKS = 4  # groups of query blocks of the xla path; see _superblocks
+DEFAULT_XLA_BLOCK = 256  # query positions per block of the xla path (config.model.xla_block)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec, impl: str,
-              block_sizes: tuple[int, int] = (128, 128)) -> jax.Array:
+              block_sizes: tuple[int, int] = (128, 128),
+              xla_block: int = DEFAULT_XLA_BLOCK) -> jax.Array:
   """q [B, K*L, Hq, D], k/v [B, K*L, Hkv, D] in the grouped layout -> [B, K*L, Hq, D].
 
-  block_sizes: (block_q, block_kv) of the Pallas kernel.
+  block_sizes: (block_q, block_kv) of the Pallas kernel; xla_block: query positions per block
+  of the xla path.
   """
   seq_len = q.shape[1] // spec.num_copies
   if impl == "dense":
@@ -39,9 +47,14 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec, impl: str
     if spec.variant == "repeat":
       inter = jnp.asarray(interleaved_index(seq_len, spec.num_copies))
       return masked_attention(q, k, v, inter[None, :] <= inter[:, None])
-    return phd_attention(q, k, v, spec)
+    return phd_attention(q, k, v, spec, xla_block)
   if impl == "pallas":
     return _pallas_attention(q, k, v, spec, block_sizes)
+  if impl == "jax":
+    if spec.num_copies != 1:
+      raise ValueError(f"attention_impl='jax' is causal attention for K=1 only (got "
+                       f"{spec.variant} K={spec.num_copies}); use 'xla' or 'pallas'")
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True)
   raise ValueError(f"attention_impl={impl!r} is not one of {ATTENTION_IMPLS}")
 
 
@@ -84,80 +97,121 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
 
 
 def _hidden_block_positions(spec: PHDSpec) -> int:
-  """Positions per hidden block: one block back must cover the reach D = max(W, K-2)."""
+  """Positions per hidden sub-block: one sub-block back must cover the reach D = max(W, K-2)."""
   if spec.variant == "phd":
     return 1  # a hidden token reads only its own position's copies
   return max(1, -(-spec.hidden_reach // spec.hidden_copies))
 
 
-def phd_attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec) -> jax.Array:
-  """Exact PHD attention in O(K) work; see the module docstring for the decomposition."""
+def phd_attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec,
+                  block: int = DEFAULT_XLA_BLOCK) -> jax.Array:
+  """Exact PHD attention in O(K) work and O(K*L) memory per head; see the module docstring.
+
+  Queries go in blocks of `block` positions (all K copies of each), scanned within a few
+  superblocks. A block reads the originals up to its superblock's end (later originals are never
+  touched: most of the causal upper triangle is skipped) and the short run of the hidden stream
+  its hidden copies can reach. Each block is rematerialised: the backward recomputes its scores,
+  so no [K*L, L] score or probability tensor is ever alive, only one block's per superblock.
+  """
   kk = spec.num_copies
   b, t, hq, d = q.shape
   hkv = k.shape[2]
-  seq_len = t // kk
+  seq_len, kh = t // kk, kk - 1
   qg = _group(q, hkv)  # [B, K*L, Hkv, G, D]
   g = qg.shape[3]
   # Copies side by side per position: [B, L, K, Hkv, G, D]; the hidden stream is position-major.
-  q_pos = jnp.concatenate(
-      [qg[:, :seq_len, None], qg[:, seq_len:].reshape(b, seq_len, kk - 1, hkv, g, d)], axis=2)
-  k_orig, v_orig = k[:, :seq_len], v[:, :seq_len]
+  q_pos = qg[:, :seq_len, None] if kk == 1 else jnp.concatenate(
+      [qg[:, :seq_len, None], qg[:, seq_len:].reshape(b, seq_len, kh, hkv, g, d)], axis=2)
+  k_orig, v_orig = k[:, :seq_len], v[:, :seq_len]  # [B, L, Hkv, D]
+  k_hid, v_hid = k[:, seq_len:], v[:, seq_len:]  # [B, L*(K-1), Hkv, D]
+  # Hidden queries read keys in sub-blocks of T hidden tokens: their own and, for the window
+  # variants, the T before (T covers the reach D). Zeros in front stand for "before the start".
+  t_sub = _hidden_block_positions(spec) * kh if kh else 0
+  windowed = spec.variant in ("phd_swa", "phd_cswa")
+  front = lambda x: jnp.pad(x, [(0, 0), (t_sub, 0), (0, 0), (0, 0)])
+  k_hid, v_hid = front(k[:, seq_len:]), front(v[:, seq_len:])  # [B, T + L*(K-1), Hkv, D]
+  block = min(block, seq_len)
+  n_blk = -(-seq_len // block)
+  # The hidden stream padded at the end too, so every block's key slice has one static size.
+  k_hid, v_hid = (jnp.pad(x, [(0, 0), (0, n_blk * block * kh - seq_len * kh), (0, 0), (0, 0)])
+                  for x in (k_hid, v_hid))
+  h_len = block * kh + (t_sub if windowed else 0)
+  q_pad = jnp.pad(q_pos, [(0, 0), (0, n_blk * block - seq_len)] + [(0, 0)] * 4)
+  outs = []
+  for s_lo, s_hi in _superblocks(n_blk):  # causal skip: later originals are never read
+    stop = min(s_hi * block, seq_len)
+    k_o, v_o = k_orig[:, :stop], v_orig[:, :stop]
+    qs = q_pad[:, s_lo * block:s_hi * block].reshape(b, s_hi - s_lo, block, *q_pos.shape[2:])
 
-  # Part 1: copy j of position n reads originals m <= n (rules G and S with i = 0).
-  s1 = _scores(q_pos, k_orig, "blkhgd,bmhd->bhglkm")  # [B, Hkv, G, L, K, L]
-  causal = jnp.arange(seq_len)[:, None] >= jnp.arange(seq_len)[None, :]
-  s1 = jnp.where(causal[:, None, :], s1, MASK_VALUE)
-  if kk == 1:
-    p1 = jax.nn.softmax(s1, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhglkm,bmhd->blkhgd", p1, v_orig, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, hq, d).astype(q.dtype)
+    @jax.checkpoint  # the backward recomputes one block's scores at a time
+    def one_block(q_blk, start, k_o, v_o, k_hid, v_hid):
+      h_lo = start * kh + (0 if windowed else t_sub)
+      k_h, v_h = (jax.lax.dynamic_slice_in_dim(x, h_lo, h_len, axis=1) for x in (k_hid, v_hid))
+      return _query_block(q_blk, k_o, v_o, k_h, v_h, spec=spec, start=start, t_sub=t_sub)
 
-  # Part 2: hidden copies read a contiguous run of the hidden stream, in blocks of P positions
-  # (T = P*(K-1) hidden tokens); a block reads itself and, for the window variants, the block
-  # before it, which covers the reach D <= T.
-  kh = kk - 1
-  p_blk = _hidden_block_positions(spec)
-  n_blk = -(-seq_len // p_blk)
-  pad = (n_blk * p_blk - seq_len) * kh
-  t_blk = p_blk * kh
+    def body(carry, xs, k_o=k_o, v_o=v_o, fn=one_block):
+      return carry, fn(xs[0], xs[1], k_o, v_o, k_hid, v_hid)
 
-  def blocks(x):  # hidden stream [B, L*(K-1), ...] -> [B, nb, T, ...], zero padded
-    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    return x.reshape(b, n_blk, t_blk, *x.shape[2:])
-
-  q_h = blocks(qg[:, seq_len:])  # [B, nb, T, Hkv, G, D]
-  k_h, v_h = blocks(k[:, seq_len:]), blocks(v[:, seq_len:])  # [B, nb, T, Hkv, D]
-  q_idx = jnp.arange(n_blk * t_blk).reshape(n_blk, t_blk, 1)  # hidden index of each query
-  k_idx = q_idx.reshape(n_blk, 1, t_blk)
-  if spec.variant != "phd":
-    prev = lambda x: jnp.pad(x, [(0, 0), (1, 0)] + [(0, 0)] * (x.ndim - 2))[:, :-1]
-    k_h = jnp.concatenate([prev(k_h), k_h], axis=2)  # [B, nb, 2T, Hkv, D]
-    v_h = jnp.concatenate([prev(v_h), v_h], axis=2)
-    k_idx = jnp.concatenate([k_idx - t_blk, k_idx], axis=2)
-  visible = (k_idx <= q_idx) & (k_idx >= jnp.maximum(hidden_window_start(spec, q_idx), 0))
-  s2 = _scores(q_h, k_h, "bnthgd,bnshd->bhgnts")  # [B, Hkv, G, nb, T, S]
-  s2 = jnp.where(visible, s2, MASK_VALUE)
-
-  # One softmax over both parts: shared running max, shared denominator.
-  m1 = jnp.max(s1, axis=-1)  # [B, Hkv, G, L, K]
-  m2 = jnp.max(s2, axis=-1).reshape(b, hkv, g, n_blk * p_blk, kh)[:, :, :, :seq_len]
-  m_all = jax.lax.stop_gradient(
-      jnp.concatenate([m1[..., :1], jnp.maximum(m1[..., 1:], m2)], axis=-1))
-  m_blk = jnp.pad(m_all[..., 1:], [(0, 0)] * 3 + [(0, n_blk * p_blk - seq_len), (0, 0)])
-  m_blk = m_blk.reshape(b, hkv, g, n_blk, t_blk)
-  p1 = jnp.exp(s1 - m_all[..., None])
-  p2 = jnp.exp(s2 - m_blk[..., None])
-  l1 = jnp.sum(p1, axis=-1)  # [B, Hkv, G, L, K]
-  l2 = jnp.sum(p2, axis=-1).reshape(b, hkv, g, n_blk * p_blk, kh)[:, :, :, :seq_len]
-  denom = l1 + jnp.pad(l2, [(0, 0)] * 4 + [(1, 0)])
-  o1 = jnp.einsum("bhglkm,bmhd->blkhgd", p1.astype(v.dtype), v_orig,
-                  preferred_element_type=jnp.float32)  # [B, L, K, Hkv, G, D]
-  o2 = jnp.einsum("bhgnts,bnshd->bnthgd", p2.astype(v.dtype), v_h,
-                  preferred_element_type=jnp.float32)  # [B, nb, T, Hkv, G, D]
-  o2 = o2.reshape(b, n_blk * p_blk, kh, hkv, g, d)[:, :seq_len]
-  out = o1 + jnp.pad(o2, [(0, 0), (0, 0), (1, 0)] + [(0, 0)] * 3)
-  out = out / jnp.transpose(denom, (0, 3, 4, 1, 2))[..., None]  # [B, L, K, Hkv, G, D]
+    starts = jnp.arange(s_lo, s_hi) * block
+    _, o = jax.lax.scan(body, None, (jnp.moveaxis(qs, 1, 0), starts))  # [n, B, P, K, ...]
+    outs.append(jnp.moveaxis(o, 0, 1).reshape(b, (s_hi - s_lo) * block, *o.shape[3:]))
+  out = jnp.concatenate(outs, axis=1)[:, :seq_len]  # [B, L, K, Hkv, G, D]
   # Back to the grouped layout: originals first, then the position-major hidden stream.
   out = jnp.concatenate([out[:, :, 0].reshape(b, seq_len, hq, d),
                          out[:, :, 1:].reshape(b, seq_len * kh, hq, d)], axis=1)
   return out.astype(q.dtype)
+
+
+def _superblocks(n_blk: int) -> list[tuple[int, int]]:
+  """Query blocks in SUPERBLOCKS contiguous groups [lo, hi): a group reads the originals up to
+  its own end (skipping most of the causal upper triangle: work (S+1)/2S of a full matrix),
+  and scans its blocks, so memory holds one block per group, not one per block."""
+  edges = np.linspace(0, n_blk, min(SUPERBLOCKS, n_blk) + 1).round().astype(int)
+  return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+
+
+def _query_block(qb, k_o, v_o, k_h, v_h, *, spec: PHDSpec, start, t_sub: int) -> jax.Array:
+  """One query block: qb [B, P, K, Hkv, G, D] (positions start..start+P-1, every copy),
+  originals k_o/v_o [B, E, Hkv, D] (0..E-1, E = start+P), hidden keys k_h/v_h [B, S, Hkv, D]:
+  the block's own hidden tokens, preceded by the T = t_sub before them for the window variants.
+  Both parts share one softmax. -> [B, P, K, Hkv, G, D] float32."""
+  b, p, kk, hkv, g, d = qb.shape
+  kh = kk - 1
+  pos = start + jnp.arange(p)  # [P]
+  s1 = _scores(qb, k_o, "bpkhgd,bmhd->bhgpkm")  # [B, Hkv, G, P, K, E]
+  s1 = jnp.where((jnp.arange(k_o.shape[1]) <= pos[:, None])[:, None, :], s1, MASK_VALUE)
+  if kk == 1:
+    pr = jax.nn.softmax(s1, axis=-1).astype(v_o.dtype)
+    return jnp.einsum("bhgpkm,bmhd->bpkhgd", pr, v_o, preferred_element_type=jnp.float32)
+  # Hidden part, in sub-blocks of T queries reading [previous T,] own T keys.
+  n_sub = -(-p * kh // t_sub)
+  pad = n_sub * t_sub - p * kh
+  tail = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+  q_h = tail(qb[:, :, 1:].reshape(b, p * kh, hkv, g, d)).reshape(b, n_sub, t_sub, hkv, g, d)
+  own = lambda x: tail(x[:, x.shape[1] - p * kh:]).reshape(b, n_sub, t_sub, hkv, d)
+  k_s, v_s = own(k_h), own(v_h)  # [B, nsub, T, Hkv, D]
+  q_idx = start * kh + jnp.arange(n_sub * t_sub).reshape(n_sub, t_sub, 1)  # hidden index
+  k_idx = q_idx.reshape(n_sub, 1, t_sub)
+  if k_h.shape[1] > p * kh:  # window variants: the T keys before each sub-block too
+    before = lambda x: x[:, :n_sub * t_sub].reshape(b, n_sub, t_sub, hkv, d)  # T + P*kh >= it
+    k_s = jnp.concatenate([before(k_h), k_s], axis=2)  # [B, nsub, 2T, Hkv, D]
+    v_s = jnp.concatenate([before(v_h), v_s], axis=2)
+    k_idx = jnp.concatenate([k_idx - t_sub, k_idx], axis=2)
+  see = (k_idx <= q_idx) & (k_idx >= jnp.maximum(hidden_window_start(spec, q_idx), 0))
+  s2 = _scores(q_h, k_s, "bnthgd,bnshd->bhgnts")  # [B, Hkv, G, nsub, T, S]
+  s2 = jnp.where(see, s2, MASK_VALUE)
+  to_pos = lambda x: x.reshape(*x.shape[:3], n_sub * t_sub)[..., :p * kh].reshape(
+      *x.shape[:3], p, kh)  # [B, Hkv, G, nsub, T] -> [B, Hkv, G, P, K-1]
+  hid = lambda x: jnp.pad(x, [(0, 0)] * 4 + [(1, 0)] + [(0, 0)] * (x.ndim - 5))  # copy 0: none
+  m = jax.lax.stop_gradient(jnp.maximum(jnp.max(s1, axis=-1), hid(to_pos(jnp.max(s2, -1)))))
+  p1 = jnp.exp(s1 - m[..., None])
+  m2 = jnp.pad(m[..., 1:].reshape(b, hkv, g, p * kh), [(0, 0)] * 3 + [(0, pad)])
+  p2 = jnp.exp(s2 - m2.reshape(b, hkv, g, n_sub, t_sub, 1))
+  denom = jnp.sum(p1, axis=-1) + hid(to_pos(jnp.sum(p2, axis=-1)))  # [B, Hkv, G, P, K]
+  o1 = jnp.einsum("bhgpkm,bmhd->bpkhgd", p1.astype(v_o.dtype), v_o,
+                  preferred_element_type=jnp.float32)
+  o2 = jnp.einsum("bhgnts,bnshd->bnthgd", p2.astype(v_s.dtype), v_s,
+                  preferred_element_type=jnp.float32)  # [B, nsub, T, Hkv, G, D]
+  o2 = o2.reshape(b, n_sub * t_sub, hkv, g, d)[:, :p * kh].reshape(b, p, kh, hkv, g, d)
+  o2 = jnp.pad(o2, [(0, 0), (0, 0), (1, 0)] + [(0, 0)] * 3)
+  return (o1 + o2) / jnp.transpose(denom, (0, 3, 4, 1, 2))[..., None]

@@ -5,7 +5,7 @@ import os
 
 import ml_collections
 
-from phd_jax.attention import ATTENTION_IMPLS
+from phd_jax.attention import ATTENTION_IMPLS, DEFAULT_XLA_BLOCK
 from phd_jax.masks import POSITION_SCHEMES, PHDSpec
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -49,6 +49,11 @@ def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
         f"allowed: {ATTENTION_IMPLS}")
   _need(m.qk_norm in QK_NORMS, "model.qk_norm", m.qk_norm,
         f"allowed: {QK_NORMS} (full: OLMo2, over all heads at once; head: per head)")
+  _need(m.attention_impl != "jax" or m.phd.num_copies == 1, "model.attention_impl",
+        m.attention_impl, "'jax' (jax.nn.dot_product_attention) is for K=1 models only")
+  block = m.get("xla_block", DEFAULT_XLA_BLOCK)  # absent from configs saved before it existed
+  _need(isinstance(block, int) and not isinstance(block, bool) and block >= 1, "model.xla_block",
+        block, "expected an int >= 1 (query positions per block of the xla attention path)")
   _need(m.param_dtype in DTYPES, "model.param_dtype", m.param_dtype, f"allowed: {DTYPES}")
   _need(m.dtype in DTYPES, "model.dtype", m.dtype, f"allowed: {DTYPES}")
   _need(m.phd.position_scheme in POSITION_SCHEMES, "model.phd.position_scheme",
@@ -77,6 +82,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   _need(0 <= t.end_lr_fraction <= 1, "train.end_lr_fraction", t.end_lr_fraction,
         "must be in [0, 1]")
   _need(t.grad_clip > 0, "train.grad_clip", t.grad_clip, "must be > 0")
+  _need(isinstance(t.z_loss, (int, float)) and t.z_loss >= 0, "train.z_loss", t.z_loss,
+        "must be a number >= 0 (0 turns the z-loss off)")
+  _positive_int(t, "loss_chunk", "train")
   _need(t.sample_temperature >= 0, "train.sample_temperature", t.sample_temperature,
         "must be >= 0 (0 is greedy)")
   d = cfg.data

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from phd_jax.attention import attention
+from phd_jax.attention import DEFAULT_XLA_BLOCK, attention
 from phd_jax.config import validate_model_config
 from phd_jax.masks import PHDSpec, expand_copies, last_copy_slice, position_ids, token_coords
 from phd_jax.sharding import constrain
@@ -51,6 +51,7 @@ class Attention(nnx.Module):
   def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
     self.block_sizes = (m.pallas_block_q, m.pallas_block_kv)
+    self.xla_block = m.get("xla_block", DEFAULT_XLA_BLOCK)
     self.num_heads, self.num_kv_heads, self.head_dim = m.num_heads, m.num_kv_heads, m.head_dim
     dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m))
     self.q_proj = dense(m.d_model, m.num_heads * m.head_dim, kernel_init=_init(m, "embed", "heads"))
@@ -105,7 +106,7 @@ class Block(nnx.Module):
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     q, k, v = self.attn.project_qkv(x, positions)
     a = self.attn
-    return self.finish(x, attention(q, k, v, a.spec, a.impl, a.block_sizes))
+    return self.finish(x, attention(q, k, v, a.spec, a.impl, a.block_sizes, a.xla_block))
 
   def finish(self, x: jax.Array, attn_out: jax.Array) -> jax.Array:
     """The rest of the block given the attention output [B, T, Hq, D]."""
@@ -147,8 +148,15 @@ class Transformer(nnx.Module):
         kernel_init=_init(m, "embed", "vocab"))
 
   def embed_at(self, tokens: jax.Array, copy) -> jax.Array:
-    """Input vectors of tokens [B, T] that are copies `copy` ([T] or [B, T]) -> [B, T, d]."""
-    x = self.embed(tokens)
+    """Input vectors of tokens [B, T] that are copies `copy` ([T] or [B, T]) -> [B, T, d].
+
+    The table is gathered whole along `embed` first (vocab stays split): a gather from a table
+    split on the feature axis into batch-split rows is a resharding GSPMD can only do by
+    replicating everything ("involuntary full rematerialization").
+    """
+    table = self.embed.embedding[...].astype(self.embed.dtype or self.embed.param_dtype)
+    table = constrain(table, ("vocab", None))  # [vocab, d]
+    x = constrain(jnp.take(table, tokens, axis=0), ("batch", "length", "act_embed"))
     if self.copy_embed is not None:
       x = x + self.copy_embed[...][copy].astype(x.dtype)
     return x
@@ -183,17 +191,23 @@ class Transformer(nnx.Module):
     return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
   def logits(self, x: jax.Array) -> jax.Array:
+    """Last-copy states [..., d] (before the final norm) -> logits [..., vocab] float32."""
     x = self.final_norm(x)
     out = self.embed.attend(x) if self.tie_embeddings else self.lm_head(x)
     return out.astype(jnp.float32)
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
+  def hidden(self, tokens: jax.Array) -> jax.Array:
+    """tokens [B, L] -> states of the last copy of each position [B, L, d], before the final
+    norm: the loss turns them into logits a chunk at a time (phd_jax/losses.py)."""
     seq_len, k = tokens.shape[1], self.spec.num_copies
     positions = jnp.asarray(position_ids(seq_len, k, self.position_scheme))  # [K*L]
     x, _ = self.over_layers(lambda layer, x, _: (layer(x, positions), None),
                             self.embed_copies(tokens))  # [B, K*L, d]
     start, stop, step = last_copy_slice(seq_len, k)
-    return self.logits(x[:, start:stop:step])  # [B, L, vocab]
+    return x[:, start:stop:step]  # [B, L, d]
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    return self.logits(self.hidden(tokens))  # [B, L, vocab]
 
 
 def param_count(model: nnx.Module) -> int:

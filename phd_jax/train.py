@@ -27,6 +27,7 @@ from phd_jax.metrics import MetricsLog
 from phd_jax.preemption import Preemption
 from phd_jax.profiler import Profiler
 from phd_jax.workdir import prepare_workdir
+from phd_jax.losses import lm_loss
 from phd_jax.model import Transformer, param_count
 from phd_jax.decode import generate
 
@@ -47,21 +48,18 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
       optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask))
 
 
-def loss_fn(model: Transformer, batch: dict,
-            t: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
-  """(training loss, aux scalars): mean next-token cross-entropy (nats) of the last copy."""
-  del t  # the loss's options (e.g. z-loss) live in config.train
-  logits = model(batch["inputs"])  # [B, L, vocab]
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
-  return ce, {"ce": ce}
+def loss_fn(model: Transformer, batch: dict, t: ml_collections.ConfigDict | None = None
+            ) -> tuple[jax.Array, dict]:
+  """(loss, aux scalars): chunked last-copy cross-entropy plus the optional z-loss (losses.py)."""
+  return lm_loss(model, batch, t)
 
 
 def make_train_step(graphdef: nnx.GraphDef, t: ml_collections.ConfigDict, state_sharding=None,
-               batch_sharding=None):
+                    batch_sharding=None):
   """The pure jitted train step over the split (model, optimizer) state.
 
   With shardings, the step is compiled for them (state and batch laid out on the mesh). Its
-  metrics are the loss, the gradient norm and the loss's aux scalars.
+  metrics are the loss, the gradient norm and the loss's aux scalars (ce, z_loss).
   """
 
   @functools.partial(jax.jit, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
@@ -129,7 +127,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
          for b in data.val_batches(splits.val, t.seq_len, t.batch_size, t.eval_batches)]
   validate = validation.Validator(graphdef, tok.token_bytes(), val, mesh, axis_rules, state_sh,
-                                  batch_sh)
+                                  batch_sh, t.loss_chunk)
   ckpt = Checkpointer(workdir, t.keep_checkpoints)
   latest = ckpt.latest_step()  # 0 for a run imported by phd_jax.hf: resumed all the same
   start = latest or 0

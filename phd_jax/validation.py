@@ -12,31 +12,29 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from phd_jax import sharding
+from phd_jax.losses import DEFAULT_CHUNK, chunk_sums
 
 LN2 = math.log(2.0)
 
 
-def token_nats(model, batch: dict) -> jax.Array:
-  """[B, L] next-token cross-entropy (nats) of each target."""
-  logits = model(batch["inputs"])  # [B, L, vocab] fp32, last copy only
-  return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-
-
 def make_sums(graphdef: nnx.GraphDef, token_bytes: np.ndarray, state_sharding=None,
-              batch_sharding=None):
-  """Jitted (state, batch) -> (summed nats, target count, summed target bytes) of one batch."""
+              batch_sharding=None, loss_chunk: int = DEFAULT_CHUNK):
+  """Jitted (state, batch) -> (summed nats, target count, summed target bytes) of one batch.
+
+  The nats come from the training loss's chunked head (losses.chunk_sums): whole [B, L, vocab]
+  logits are never built, which matters at a 100k vocabulary.
+  """
   table = jnp.asarray(token_bytes, jnp.int32)  # [vocab_of_tokenizer]
 
   @functools.partial(jax.jit, in_shardings=(state_sharding, batch_sharding))
   def sums(state, batch):
     model, _ = nnx.merge(graphdef, state)
-    nats = token_nats(model, batch)  # [B, L]
-    nbytes = table[batch["targets"]]  # [B, L]
-    return nats.sum(), nats.size, nbytes.sum()
+    targets = batch["targets"]  # [B, L]
+    nats, _ = chunk_sums(model.logits, model.hidden(batch["inputs"]), targets, loss_chunk)
+    return nats, targets.size, table[targets].sum()
 
   return sums
 
@@ -45,8 +43,8 @@ class Validator:
   """Scores a fixed list of validation batches: `validator(state)` -> metrics for metrics.jsonl."""
 
   def __init__(self, graphdef, token_bytes, batches, mesh, axis_rules, state_sharding=None,
-               batch_sharding=None):
-    self.sums = make_sums(graphdef, token_bytes, state_sharding, batch_sharding)
+               batch_sharding=None, loss_chunk: int = DEFAULT_CHUNK):
+    self.sums = make_sums(graphdef, token_bytes, state_sharding, batch_sharding, loss_chunk)
     self.batches, self.mesh, self.axis_rules = batches, mesh, axis_rules
 
   def __call__(self, state) -> dict[str, float]:

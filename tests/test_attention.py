@@ -86,3 +86,52 @@ def test_no_dense_score_matrix_on_the_training_path(spec):
   dense_scores = q.shape[0] * hq * spec.num_tokens(seq_len) ** 2
   # The originals part is K*L x L per head: a 1/K share of the dense matrix.
   assert max(sizes) <= dense_scores // spec.num_copies
+
+
+# Every variant with small query blocks (1, 2 or 3 positions, in turn), so several blocks and a
+# ragged last one are exercised; the default-block cases above run each as one block.
+BLOCKED = [(s, n, i % 3 + 1) for i, (s, n) in enumerate(c for c in CASES if c[0].variant != "repeat")]
+
+
+@pytest.mark.parametrize("spec, seq_len, block", BLOCKED, ids=lambda x: str(x))
+def test_blocked_xla_equals_dense(spec, seq_len, block):
+  """Small query blocks, so several blocks (and a ragged last one) are exercised per variant."""
+  q, k, v = _qkv(spec, seq_len, seed=block)
+  out = attention(q, k, v, spec, "xla", xla_block=block)
+  np.testing.assert_allclose(out, attention(q, k, v, spec, "dense"), atol=2e-6, rtol=1e-5)
+  f = lambda impl: jax.jit(jax.grad(
+      lambda q, k, v: jnp.sum(attention(q, k, v, spec, impl, xla_block=block) * jnp.sin(
+          jnp.arange(q.size, dtype=jnp.float32)).reshape(q.shape)), argnums=(0, 1, 2)))
+  for a, b, name in zip(f("xla")(q, k, v), f("dense")(q, k, v), "qkv"):
+    np.testing.assert_allclose(a, b, atol=5e-6, rtol=1e-4, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("spec", [PHDSpec("vanilla", 1), PHDSpec("phd", 3),
+                                  PHDSpec("phd_cswa", 2, window=16, chunk=8)], ids=str)
+def test_blocked_memory_is_linear_in_length(spec):
+  """Forward+backward: no intermediate grows like L^2; the largest is one block's scores."""
+  seq_len, hq, block = 256, 4, 16
+  q, k, v = _qkv(spec, seq_len, hq=hq)
+  jaxpr = jax.make_jaxpr(jax.grad(
+      lambda q, k, v: attention(q, k, v, spec, "xla", xla_block=block).sum(),
+      argnums=(0, 1, 2)))(q, k, v)
+  sizes = []
+
+  def walk(jx):
+    for eqn in jx.eqns:
+      sizes.extend(int(np.prod(o.aval.shape)) for o in eqn.outvars if hasattr(o.aval, "shape"))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+  walk(jaxpr.jaxpr)
+  one_block = q.shape[0] * hq * block * spec.num_copies * seq_len
+  assert max(sizes) <= one_block
+  assert max(sizes) < q.shape[0] * hq * spec.num_tokens(seq_len) * seq_len // 8
+
+
+def test_jax_impl_is_causal_attention_for_k1_only():
+  spec = PHDSpec("vanilla", 1)
+  q, k, v = _qkv(spec, 9)
+  np.testing.assert_allclose(attention(q, k, v, spec, "jax"), attention(q, k, v, spec, "dense"),
+                             atol=2e-6, rtol=1e-5)
+  with pytest.raises(ValueError, match="K=1 only"):
+    attention(*_qkv(PHDSpec("phd", 2), 4), PHDSpec("phd", 2), "jax")
