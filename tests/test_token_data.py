@@ -15,6 +15,7 @@ from configs import model_1_2b, model_tiny
 from phd_jax import data, prepare, sharding, token_data, tokenizers, validation
 from phd_jax.config import validate_config
 from phd_jax.train import create_state, train_and_evaluate
+from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,12 +52,8 @@ def bytes_dir(jsonl_corpus):
 
 
 def tokens_config(bpe_path, bpe_dir, **train):
-  cfg = model_tiny.get_config()
-  cfg.data.update(source="tokens", tokenizer=bpe_path, token_dir=bpe_dir)
-  cfg.train.update(steps=12, batch_size=4, seq_len=32, eval_every=100, eval_batches=2,
-                   checkpoint_every=100, log_every=1, warmup_steps=2, learning_rate=1e-2,
-                   sample_tokens=0)
-  cfg.train.update(train)
+  cfg = tiny_config("", **{"steps": 12, **train})
+  cfg.data.update(source="tokens", text_files="", tokenizer=bpe_path, token_dir=bpe_dir)
   return cfg
 
 
