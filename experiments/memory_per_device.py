@@ -44,7 +44,7 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from phd_jax import sharding  # noqa: E402
-from phd_jax.train import init_train_objects, make_steps  # noqa: E402
+from phd_jax.train import init_train_objects, make_train_step  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -67,7 +67,7 @@ def compiled_memory(cfg, shape: tuple[int, int, int]) -> dict[str, float]:
   shape_bl = (cfg.train.batch_size, cfg.train.seq_len)
   batch = {k: jax.ShapeDtypeStruct(shape_bl, jnp.int32, sharding=batch_sh)
            for k in ("inputs", "targets")}
-  train_step, _ = make_steps(graphdef, state_sh, batch_sh, cfg.train)
+  train_step = make_train_step(graphdef, cfg.train, state_sh, batch_sh)
   with sharding.activate(mesh, axis_rules):
     compiled = train_step.lower(state, batch).compile()
   ma = compiled.memory_analysis()
