@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from phd_jax.config import phd_spec
-from phd_jax.masks import dense_mask
+from phd_jax.masks import visible_pairs
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' data sheets. Matched against
 # jax.Device.device_kind by substring, most specific first (e.g. "TPU v5 lite" is v5e).
@@ -39,7 +39,7 @@ def step_flops(cfg: ml_collections.ConfigDict) -> float:
   tokens = spec.num_tokens(t.seq_len)
   q, kv = m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
   per_token = 2 * m.d_model * (2 * q + 2 * kv) + 2 * 3 * m.d_model * m.mlp_dim  # qkvo + SwiGLU
-  pairs = float(dense_mask(spec, t.seq_len).sum())
+  pairs = float(visible_pairs(spec, t.seq_len))
   attention = 2 * 2 * q * pairs  # scores and values
   logits = 2 * m.d_model * m.vocab_size * t.seq_len  # the last copy only
   return 3.0 * t.batch_size * (m.num_layers * (per_token * tokens + attention) + logits)

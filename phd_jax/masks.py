@@ -171,3 +171,13 @@ def dense_mask(spec: PHDSpec, seq_len: int) -> np.ndarray:
   """
   pos, copy = token_coords(seq_len, spec.num_copies)
   return visible(spec, pos[:, None], copy[:, None], pos[None, :], copy[None, :])
+
+
+def visible_pairs(spec: PHDSpec, seq_len: int, rows: int = 1024) -> int:
+  """Number of visible (query, key) pairs: dense_mask(spec, seq_len).sum(), counted `rows` query
+  rows at a time, so memory stays O(rows * K*L) where the whole mask is (K*L)^2 (at the paper's
+  L=4096, K=3 that is 151M entries, built at every training start for the FLOP count)."""
+  pos, copy = token_coords(seq_len, spec.num_copies)
+  return sum(int(visible(spec, pos[r:r + rows, None], copy[r:r + rows, None], pos[None, :],
+                         copy[None, :]).sum()) for r in range(0, pos.size, rows))
+

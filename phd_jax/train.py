@@ -23,11 +23,11 @@ from phd_jax.config import validate_config
 from phd_jax.flops import Throughput
 from phd_jax.grad_accum import loss_and_grads
 from phd_jax.guard import DivergenceError, DivergenceGuard
+from phd_jax.losses import lm_loss
 from phd_jax.metrics import MetricsLog
 from phd_jax.preemption import Preemption
 from phd_jax.profiler import Profiler
 from phd_jax.workdir import prepare_workdir
-from phd_jax.losses import lm_loss
 from phd_jax.model import Transformer, param_count
 from phd_jax.decode import generate
 
@@ -48,10 +48,9 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
       optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask))
 
 
-def loss_fn(model: Transformer, batch: dict, t: ml_collections.ConfigDict | None = None
-            ) -> tuple[jax.Array, dict]:
-  """(loss, aux scalars): chunked last-copy cross-entropy plus the optional z-loss (losses.py)."""
-  return lm_loss(model, batch, t)
+# (model, batch, train config) -> (loss, aux scalars): chunked last-copy cross-entropy plus the
+# optional z-loss, defined in losses.py.
+loss_fn = lm_loss
 
 
 def make_train_step(graphdef: nnx.GraphDef, t: ml_collections.ConfigDict, state_sharding=None,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from phd_jax.masks import (PHDSpec, dense_mask, expand_copies, interleaved_index, last_copy_slice,
-                           position_ids, token_coords)
+                           position_ids, token_coords, visible_pairs)
 
 SPECS = [
     PHDSpec("vanilla", 1),
@@ -112,3 +112,11 @@ def test_layout_helpers():
 def test_spec_validation_names_the_field(kwargs, field):
   with pytest.raises(ValueError, match=field):
     PHDSpec(**kwargs)
+
+
+@pytest.mark.parametrize("spec", [PHDSpec("vanilla", 1), PHDSpec("phd", 3), PHDSpec("repeat", 2),
+                                  PHDSpec("phd_swa", 4, window=5),
+                                  PHDSpec("phd_cswa", 2, window=16, chunk=8)], ids=str)
+def test_visible_pairs_counts_the_dense_mask_in_row_blocks(spec):
+  for seq_len in (7, 45):
+    assert visible_pairs(spec, seq_len, rows=13) == int(dense_mask(spec, seq_len).sum())
