@@ -13,6 +13,17 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from phd_jax.attention import DEFAULT_XLA_BLOCK
+
+
+# Config fields added after runs were saved, with the value that reproduces how such a run
+# trained: filled in when its config is read back, so no other code special-cases old runs.
+_ADDED_FIELDS = {
+    ("model", "qk_norm"): "head",  # the model normed per head before the field existed
+    ("model", "xla_block"): DEFAULT_XLA_BLOCK,
+    ("data", "tokenizer"): "bytes",
+}
+
 
 class CheckpointMismatchError(ValueError):
   """The workdir holds a checkpoint of a model with other parameter shapes."""
@@ -35,7 +46,8 @@ class Checkpointer:
   def saved_config(self, step: int) -> ml_collections.ConfigDict:
     args = ocp.args.Composite(config=ocp.args.JsonRestore())
     cfg = self.manager.restore(step, args=args)["config"]
-    cfg["model"].setdefault("qk_norm", "head")  # runs saved before the field normed per head
+    for (section, field), value in _ADDED_FIELDS.items():
+      cfg[section].setdefault(field, value)
     return ml_collections.ConfigDict(cfg)
 
   def save(self, step: int, state: nnx.State, data_iter, cfg: ml_collections.ConfigDict) -> None:

@@ -5,7 +5,7 @@ import os
 
 import ml_collections
 
-from phd_jax.attention import ATTENTION_IMPLS, DEFAULT_XLA_BLOCK
+from phd_jax.attention import ATTENTION_IMPLS
 from phd_jax.masks import POSITION_SCHEMES, PHDSpec
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -51,7 +51,7 @@ def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
         f"allowed: {QK_NORMS} (full: OLMo2, over all heads at once; head: per head)")
   _need(m.attention_impl != "jax" or m.phd.num_copies == 1, "model.attention_impl",
         m.attention_impl, "'jax' (jax.nn.dot_product_attention) is for K=1 models only")
-  block = m.get("xla_block", DEFAULT_XLA_BLOCK)  # absent from configs saved before it existed
+  block = m.xla_block
   _need(isinstance(block, int) and not isinstance(block, bool) and block >= 1, "model.xla_block",
         block, "expected an int >= 1 (query positions per block of the xla attention path)")
   _need(m.param_dtype in DTYPES, "model.param_dtype", m.param_dtype, f"allowed: {DTYPES}")

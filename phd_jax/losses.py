@@ -59,8 +59,7 @@ def lm_loss(model, batch: dict, t: ml_collections.ConfigDict | None = None
   The loss is taken on the last copy of each position only (the model's `hidden` returns just
   those). aux: {"ce": mean cross-entropy, "z_loss": the z-loss term as added (0 when off)}.
   """
-  chunk = t.get("loss_chunk", DEFAULT_CHUNK) if t is not None else DEFAULT_CHUNK
-  z_coef = float(t.get("z_loss", 0.0)) if t is not None else 0.0
+  chunk, z_coef = (DEFAULT_CHUNK, 0.0) if t is None else (t.loss_chunk, float(t.z_loss))
   h = model.hidden(batch["inputs"])  # [B, L, d]
   ce_sum, z_sum = chunk_sums(model.logits, h, batch["targets"], chunk)
   count = batch["targets"].size

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from phd_jax.attention import DEFAULT_XLA_BLOCK, attention
+from phd_jax.attention import attention
 from phd_jax.config import validate_model_config
 from phd_jax.masks import PHDSpec, expand_copies, last_copy_slice, position_ids, token_coords
 from phd_jax.sharding import constrain
@@ -51,7 +51,7 @@ class Attention(nnx.Module):
   def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
     self.block_sizes = (m.pallas_block_q, m.pallas_block_kv)
-    self.xla_block = m.get("xla_block", DEFAULT_XLA_BLOCK)
+    self.xla_block = m.xla_block
     self.num_heads, self.num_kv_heads, self.head_dim = m.num_heads, m.num_kv_heads, m.head_dim
     dense = functools.partial(nnx.Linear, use_bias=False, rngs=rngs, **_dtypes(m))
     self.q_proj = dense(m.d_model, m.num_heads * m.head_dim, kernel_init=_init(m, "embed", "heads"))

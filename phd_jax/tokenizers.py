@@ -182,7 +182,7 @@ def load(spec: str) -> Tokenizer:
 
 def from_config(data_cfg: ml_collections.ConfigDict) -> Tokenizer:
   """The tokenizer `config.data.tokenizer` names."""
-  return load(data_cfg.get("tokenizer", "bytes"))
+  return load(data_cfg.tokenizer)
 
 
 def save_to_run(tok: Tokenizer, workdir: str) -> None:
@@ -199,7 +199,7 @@ def save_to_run(tok: Tokenizer, workdir: str) -> None:
 def for_run(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:
   """The tokenizer a run in `workdir` was trained with (its saved config `cfg`): the copy in the
   workdir when the run has one, so runs move between machines with their tokenizer."""
-  spec = cfg.data.get("tokenizer", "bytes")
+  spec = cfg.data.tokenizer
   if spec != "bytes":
     for kind, fname in RUN_FILES.items():
       copy = os.path.join(workdir, fname)

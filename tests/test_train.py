@@ -4,14 +4,15 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
 from configs import model_tiny
 from phd_jax import data
-from phd_jax.checkpoint import CheckpointMismatchError
+from phd_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from phd_jax.config import validate_config
-from phd_jax.train import train_and_evaluate
+from phd_jax.train import create_state, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,3 +125,18 @@ def test_command_line(corpus_glob, tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0
   assert "config.model.phd" in bad.stderr and "phd_xl" in bad.stderr
+
+
+def test_config_of_a_run_saved_before_newer_fields_reads_back_as_it_trained(corpus_glob, tmp_path):
+  cfg = tiny_config(corpus_glob)
+  old = cfg.to_dict()
+  for section, field in (("model", "qk_norm"), ("model", "xla_block"), ("data", "tokenizer")):
+    del old[section][field]
+  ckpt = Checkpointer(str(tmp_path), keep=1)
+  ckpt.save(0, create_state(cfg)[1], None, ml_collections.ConfigDict(old))
+  ckpt.wait()
+  saved = ckpt.saved_config(0)
+  ckpt.close()
+  assert saved.model.qk_norm == "head"  # what the model did before the field existed
+  assert saved.model.xla_block == cfg.model.xla_block and saved.data.tokenizer == "bytes"
+
