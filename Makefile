@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/quickstart
 
-.PHONY: demo test test-all test-interop bench results clean
+.PHONY: demo test test-all test-interop lint bench results clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,17 +16,22 @@ $(STAMP): pyproject.toml
 # Pretrains PHD-CSWA (K=2) on this interpreter's standard library, then samples text.
 # Run it again to resume; delete $(WORKDIR) to start over.
 demo: $(STAMP)
-	$(PY) -m phd_jax.train --config=configs/quickstart.py --workdir=$(WORKDIR)
-	$(PY) -m phd_jax.generate --workdir=$(WORKDIR) --prompt="def " --prompt="import " \
+	$(VENV)/bin/phd-train --config=configs/quickstart.py --workdir=$(WORKDIR)
+	$(VENV)/bin/phd-generate --workdir=$(WORKDIR) --prompt="def " --prompt="import " \
 	    --max_new_tokens=240 --temperature=0.7
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -n 2 -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: lint
 	$(PY) -m pytest -n 2 -q
 
-# OLMo2 parity with Hugging Face transformers, both ways (tests/test_hf_live.py). torch and
+# ruff (configured in pyproject.toml) and the README's generated Layout section.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) docs/layout.py --check
+
+# OLMo2 parity with Hugging Face transformers, both ways (tests/interop/test_olmo2_live.py). torch and
 # transformers are gigabytes, so they live in a venv of their own, never in the test extra.
 IVENV ?= .venv-interop
 IPY := $(IVENV)/bin/python
@@ -37,20 +42,20 @@ $(IVENV)/.installed: pyproject.toml
 	touch $@
 
 test-interop: $(IVENV)/.installed
-	$(IPY) -m pytest -q tests/test_hf_live.py
+	$(IPY) -m pytest -q tests/interop/test_olmo2_live.py
 
 bench: $(STAMP)
-	$(PY) experiments/bench_train.py
-	$(PY) experiments/bench_inference.py
+	$(PY) -m experiments.bench_train
+	$(PY) -m experiments.bench_inference
 
-# The README's Results: every sweep at full scale, then the latency plots, into docs/results.
+# docs/results.md: every sweep at full scale, then the latency plots, into docs/results.
 # About 2 hours on 2 CPU cores; finished runs are kept, so rerunning resumes or just redraws.
 RESULTS ?= docs/results
 results: $(STAMP)
-	$(PY) experiments/k_sweep.py --seeds=3 --out=$(RESULTS)
-	$(PY) experiments/chunk_sweep.py --out=$(RESULTS)
-	$(PY) experiments/window_sweep.py --out=$(RESULTS)
-	$(PY) experiments/latency.py --out=$(RESULTS)
+	$(PY) -m experiments.k_sweep --seeds=3 --out=$(RESULTS)
+	$(PY) -m experiments.chunk_sweep --out=$(RESULTS)
+	$(PY) -m experiments.window_sweep --out=$(RESULTS)
+	$(PY) -m experiments.latency --out=$(RESULTS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

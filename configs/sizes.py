@@ -1,8 +1,8 @@
-"""Model sizes from the paper (PHD_SPEC.md, reference figures), shared by the size configs.
+"""Model sizes from the paper (docs/method.md, reference figures), shared by the size configs.
 
 The sizes other than tiny train like the paper: a ~100k-entry tokenizer (OLMo2's tokenizer.json)
 over pretokenized shards, so they require `--config.data.tokenizer=PATH` and
-`--config.data.token_dir=DIR` (README, "Pretraining data"); without them they refuse to start.
+`--config.data.token_dir=DIR` (docs/data.md); without them they refuse to start.
 """
 import ml_collections
 
@@ -11,7 +11,7 @@ from configs import base
 SIZES = {
     # name: (num_layers, d_model, num_heads, num_kv_heads, head_dim, mlp_dim)
     "tiny": (2, 64, 4, 2, 16, 192),
-    "151m": (12, 768, 12, 4, 64, 2048),  # not given in PHD_SPEC.md: our OLMo2-like guess at 151M
+    "151m": (12, 768, 12, 4, 64, 2048),  # not given in docs/method.md: our OLMo2-like guess at 151M
     "550m": (16, 1536, 16, 4, 96, 4096),
     "1.2b": (16, 2048, 32, 8, 64, 8192),
 }
@@ -43,5 +43,5 @@ def sized_config(size: str, variant: str) -> ml_collections.ConfigDict:
     m.param_dtype, m.dtype = "float32", "bfloat16"
     m.remat, m.scan_layers = True, True
     cfg.train.update(seq_len=4096, batch_size=256, learning_rate=4e-4, warmup_steps=2000,
-                     steps=100_000, eval_every=1000, checkpoint_every=1000)
+                     steps=100_000, val_every=1000, checkpoint_every=1000)
   return cfg

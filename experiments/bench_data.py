@@ -6,24 +6,39 @@ shuffle, host slice, batch), and compares its tokens/s with the tokens/s a host'
 consume: chips x peak FLOP/s x MFU / (6 x params x K) (the PHD model computes every token K
 times). The last line holds `ratio=`: loader tokens/s over consumed tokens/s; it must stay > 1.
 
-  python experiments/bench_data.py [--token_dir=DIR] [--batches 20] [--chips 8 --peak_tflops 989]
+  python -m experiments.bench_data [--token_dir=DIR] [--batches=20] [--chips=8 --peak_tflops=989]
 
 Without --token_dir it writes synthetic uint32 shards (random ids of the 100k vocabulary) to a
 temporary directory. The first pass reads from disk, later ones from the page cache; both shown.
 """
 from __future__ import annotations
 
-import argparse
+import json
 import math
 import os
 import tempfile
 import time
 
 import numpy as np
+from absl import flags
 
-from configs import model_1_2b
-from phd_jax import data, token_data
-from phd_jax.checkpoint import param_shapes
+from configs import base, model_1_2b
+from experiments import cli
+from phd_jax.cli import common
+from phd_jax.data import tokenizers, windows
+from phd_jax.data import tokens as token_data
+from phd_jax.run.checkpoint import param_shapes
+
+_TOKEN_DIR = flags.DEFINE_string("token_dir", "", "A phd-prepare output (default: synthetic).")
+_VARIANT = flags.DEFINE_string("variant", "phd_cswa", "The 1.2b config's variant.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Sequences per batch (0: the config's).")
+_BATCHES = flags.DEFINE_integer("batches", 20, "Batches read per pass.")
+_SHARDS = flags.DEFINE_integer("shards", 4, "Synthetic shards.")
+_SHARD_TOKENS = flags.DEFINE_integer("shard_tokens", 1 << 24, "Tokens per synthetic shard.")
+_CHIPS = flags.DEFINE_integer("chips", 8, "Accelerators per host.")
+_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 989.0, "bf16 dense, per chip (H100 SXM: 989; "
+                                  "TPU v5p: 459).")
+_MFU = flags.DEFINE_float("mfu", 0.5, "Model FLOPs utilization of the train steps.")
 
 
 def synthetic_shards(directory: str, shards: int, tokens: int, vocab: int) -> list:
@@ -36,8 +51,8 @@ def synthetic_shards(directory: str, shards: int, tokens: int, vocab: int) -> li
   return out
 
 
-def loader_tokens_per_s(windows, seq_len: int, batch_size: int, batches: int) -> float:
-  it = iter(data.train_dataset(windows, seq_len, batch_size, seed=0))
+def loader_tokens_per_s(source, seq_len: int, batch_size: int, batches: int) -> float:
+  it = iter(windows.train_dataset(source, seq_len, batch_size, seed=0))
   next(it)  # the first batch builds the pipeline
   t = time.perf_counter()
   for _ in range(batches):
@@ -46,39 +61,32 @@ def loader_tokens_per_s(windows, seq_len: int, batch_size: int, batches: int) ->
   return batches * batch_size * seq_len / (time.perf_counter() - t)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--token_dir", default="", help="a phd_jax.prepare output (else synthetic)")
-  parser.add_argument("--variant", default="phd_cswa")
-  parser.add_argument("--batch_size", type=int, default=0, help="default: the config's")
-  parser.add_argument("--batches", type=int, default=20)
-  parser.add_argument("--shards", type=int, default=4)
-  parser.add_argument("--shard_tokens", type=int, default=1 << 24)
-  parser.add_argument("--chips", type=int, default=8, help="accelerators per host")
-  parser.add_argument("--peak_tflops", type=float, default=989.0, help="bf16 dense, per chip "
-                      "(H100 SXM: 989; TPU v5p: 459)")
-  parser.add_argument("--mfu", type=float, default=0.5)
-  args = parser.parse_args()
-
-  cfg = model_1_2b.get_config(args.variant)
-  seq_len, batch = cfg.train.seq_len, args.batch_size or cfg.train.batch_size
+def main(argv: list[str]) -> None:
+  cli.no_positional(argv)
+  batches, chips = cli.at_least(_BATCHES, 1), cli.at_least(_CHIPS, 1)
+  peak, mfu, token_dir = _PEAK_TFLOPS.value, _MFU.value, _TOKEN_DIR.value
+  cli.check(peak > 0, f"--peak_tflops={peak:g} must be > 0")
+  cli.check(0 < mfu <= 1, f"--mfu={mfu:g} must be in (0, 1]")
+  cfg = model_1_2b.get_config(_VARIANT.value)
+  seq_len, batch = cfg.train.seq_len, cli.at_least(_BATCH_SIZE, 0) or cfg.train.batch_size
   params = sum(math.prod(s) for s in param_shapes(cfg.model).values())
   k = cfg.model.phd.num_copies
-  consumed = args.chips * args.peak_tflops * 1e12 * args.mfu / (6 * params * k)
-  print(f"1.2b {args.variant}: {params / 1e9:.2f}B params, K={k}; batch {batch} x seq_len "
+  consumed = chips * peak * 1e12 * mfu / (6 * params * k)
+  print(f"1.2b {_VARIANT.value}: {params / 1e9:.2f}B params, K={k}; batch {batch} x seq_len "
         f"{seq_len} on one host; train steps consume {consumed / 1e3:.1f}k tok/s "
-        f"({args.chips} chips x {args.peak_tflops:g} TFLOP/s x MFU {args.mfu})", flush=True)
+        f"({chips} chips x {peak:g} TFLOP/s x MFU {mfu})", flush=True)
   with tempfile.TemporaryDirectory() as tmp:
-    if args.token_dir:
+    if token_dir:
       shards = token_data.load(
-          _data_cfg(args.token_dir), _tokenizer_of(args.token_dir), cfg.model.vocab_size).train
-      where = args.token_dir
+          _data_cfg(token_dir), _tokenizer_of(token_dir), cfg.model.vocab_size).train
+      where = token_dir
     else:
-      shards = synthetic_shards(tmp, args.shards, args.shard_tokens, cfg.model.vocab_size)
-      where = f"synthetic: {args.shards} x {args.shard_tokens / 1e6:.1f}M uint32 tokens"
-    windows = token_data.TokenWindows(shards, seq_len)
-    print(f"shards: {where}; {len(windows)} windows", flush=True)
-    rates = [loader_tokens_per_s(windows, seq_len, batch, args.batches) for _ in range(2)]
+      n, size = cli.at_least(_SHARDS, 1), cli.at_least(_SHARD_TOKENS, 2)
+      shards = synthetic_shards(tmp, n, size, cfg.model.vocab_size)
+      where = f"synthetic: {n} x {size / 1e6:.1f}M uint32 tokens"
+    source = token_data.TokenWindows(shards, seq_len)
+    print(f"shards: {where}; {len(source)} windows", flush=True)
+    rates = [loader_tokens_per_s(source, seq_len, batch, batches) for _ in range(2)]
   for name, r in zip(("first pass", "cached"), rates):
     print(f"loader ({name}): {r / 1e6:.1f}M tok/s = {r / consumed:.1f}x the train step")
   print(f"loader_tok_s={min(rates):.0f} consumed_tok_s={consumed:.0f} "
@@ -86,19 +94,16 @@ def main() -> None:
 
 
 def _data_cfg(token_dir: str):
-  from configs import base
   d = base.get_config().data
   d.update(source="tokens", token_dir=token_dir)
   return d
 
 
 def _tokenizer_of(token_dir: str):
-  import json
-  from phd_jax import tokenizers
   with open(os.path.join(token_dir, "metadata.json")) as f:
     t = json.load(f)["tokenizer"]
   return tokenizers.load(os.path.join(token_dir, t["file"]) if t["file"] else t["spec"])
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, errors=(ValueError, OSError))  # OSError: a --token_dir without its files

@@ -7,22 +7,30 @@ from a computable mask built on the same rules). Then, at one small size, our ke
 against splash's, both in interpret mode, and a picture of the tiles. The last line holds
 name=value ratios to vanilla at the longest length.
 
-  python experiments/bench_kernel.py [--lens 2048,8192 --block 128]
+  python -m experiments.bench_kernel [--lens=2048,8192 --block=128]
 """
 from __future__ import annotations
 
-import argparse
 import math
 
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as info
 
+from experiments import cli
 from pallas_kernels import block_tables, phd_flash_attention, visited_blocks
-from phd_jax.attention import attention
-from phd_jax.masks import PHDSpec, visible
+from phd_jax.cli import common
+from phd_jax.masks import visible
+from phd_jax.model.attention import attention
+from phd_jax.spec import PHDSpec
+
+_LENS = flags.DEFINE_list("lens", "2048,8192", "Sequence lengths (original tokens).")
+_KS = flags.DEFINE_list("ks", "1,2,3,4", "Numbers of copies K.")
+_BLOCK = flags.DEFINE_integer("block", 128, "Tile size: q and kv blocks of BLOCK positions.")
+_NO_SPLASH = flags.DEFINE_bool("no_splash", False, "Skip splash's metadata (slow).")
 
 
 class PHDSplashMask(splash_mask._ComputableMask):  # pylint: disable=protected-access
@@ -90,15 +98,10 @@ def compare_outputs(block: int) -> float:
   return float(jnp.abs(t(ours) - theirs).max())
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--lens", default="2048,8192")
-  parser.add_argument("--ks", default="1,2,3,4")
-  parser.add_argument("--block", type=int, default=128)
-  parser.add_argument("--no_splash", action="store_true", help="skip splash's metadata (slow)")
-  args = parser.parse_args()
-  blk = args.block
-  lens, ks = [int(x) for x in args.lens.split(",")], [int(x) for x in args.ks.split(",")]
+def main(argv: list[str]) -> None:
+  cli.no_positional(argv)
+  blk = cli.at_least(_BLOCK, 1)
+  lens, ks = cli.positive_ints(_LENS), cli.positive_ints(_KS)
   print(f"tiles of {blk}x{blk}; x vanilla causal in brackets; phd_cswa: W=16, C=32")
   print(f"{'L':>6}{'K':>3}{'vanilla':>9}{'phd':>16}{'phd_cswa':>16}{'repeat':>16}"
         f"{'splash(phd_cswa)':>18}")
@@ -114,7 +117,7 @@ def main() -> None:
                 for n, s in variants.items()}
       cells = "".join(f"{c:>9} [{c / vanilla:4.2f}]" for c in counts.values())
       sp = ""
-      if not args.no_splash:
+      if not _NO_SPLASH.value:
         n_splash = splash_tiles(variants["phd_cswa"], seq_len, blk)
         sp = f"{n_splash:>11} [{n_splash / vanilla:4.2f}]"
       print(f"{seq_len:>6}{k:>3}{vanilla:>9}{cells}{sp}", flush=True)
@@ -128,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main)

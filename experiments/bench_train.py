@@ -5,19 +5,27 @@ every variant alike; the median per variant is reported. Ratios are given agains
 and against a peer: the same vanilla model whose attention is `jax.nn.dot_product_attention`
 (causal; attention_impl="jax"). The last line holds the ratios to the peer as name=value pairs.
 
-  python experiments/bench_train.py [--seq_len 1024 --batch_size 2 --rounds 7]
+  python -m experiments.bench_train [--seq_len=1024 --batch_size=2 --rounds=7]
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 
 from configs import quickstart
-from phd_jax.train import create_state, make_train_step
+from experiments import cli
+from phd_jax.cli import common
+from phd_jax.train.state import create_state, make_train_step
+
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 1024, "Positions per sequence.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 2, "Sequences per step.")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds (the median is reported).")
+_ATTENTION_IMPL = flags.DEFINE_string(
+    "attention_impl", "xla", "config.model.attention_impl of every variant but the peer.")
 
 VARIANTS = {  # name: (variant, K, W, C)
     "peer": ("vanilla", 1, 0, 0),  # attention by jax.nn.dot_product_attention
@@ -29,33 +37,29 @@ VARIANTS = {  # name: (variant, K, W, C)
 }
 
 
-def build(name: str, args: argparse.Namespace):
+def build(name: str, batch_size: int, seq_len: int, attention_impl: str):
   cfg = quickstart.get_config()
   variant, k, w, c = VARIANTS[name]
   cfg.model.phd.update(variant=variant, num_copies=k, window=w, chunk=c)
-  cfg.model.attention_impl = "jax" if name == "peer" else args.attention_impl
-  cfg.train.update(batch_size=args.batch_size, seq_len=args.seq_len)
+  cfg.model.attention_impl = "jax" if name == "peer" else attention_impl
+  cfg.train.update(batch_size=batch_size, seq_len=seq_len)
   graphdef, state = create_state(cfg)
   train_step = make_train_step(graphdef, cfg.train)
-  batch = {"inputs": jnp.ones((args.batch_size, args.seq_len), jnp.int32),
-           "targets": jnp.ones((args.batch_size, args.seq_len), jnp.int32)}
+  batch = {"inputs": jnp.ones((batch_size, seq_len), jnp.int32),
+           "targets": jnp.ones((batch_size, seq_len), jnp.int32)}
   return train_step, state, batch
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--seq_len", type=int, default=1024)
-  parser.add_argument("--batch_size", type=int, default=2)
-  parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--attention_impl", default="xla")
-  args = parser.parse_args()
+def main(argv: list[str]) -> None:
+  cli.no_positional(argv)
+  batch_size, seq_len = cli.at_least(_BATCH_SIZE, 1), cli.at_least(_SEQ_LEN, 1)
+  rounds = cli.at_least(_ROUNDS, 1)
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; quickstart model, "
-        f"batch {args.batch_size} x seq_len {args.seq_len}, {args.rounds} interleaved rounds",
-        flush=True)
+        f"batch {batch_size} x seq_len {seq_len}, {rounds} interleaved rounds", flush=True)
 
   runs = {}
   for name in VARIANTS:  # compile and warm up
-    step, state, batch = build(name, args)
+    step, state, batch = build(name, batch_size, seq_len, _ATTENTION_IMPL.value)
     t = time.perf_counter()
     state, m = step(state, batch)
     jax.block_until_ready(m)
@@ -63,7 +67,7 @@ def main() -> None:
     print(f"  compiled {name} in {time.perf_counter() - t:.1f}s", flush=True)
 
   times = {name: [] for name in VARIANTS}
-  for r in range(args.rounds):
+  for r in range(rounds):
     for name, run in runs.items():
       step, state, batch = run
       t = time.perf_counter()
@@ -71,7 +75,7 @@ def main() -> None:
       jax.block_until_ready(m)
       times[name].append(time.perf_counter() - t)
       run[1] = state
-    print(f"  round {r + 1}/{args.rounds}: "
+    print(f"  round {r + 1}/{rounds}: "
           + " ".join(f"{n}={times[n][-1] * 1e3:.0f}ms" for n in VARIANTS), flush=True)
 
   median = {n: statistics.median(ts) for n, ts in times.items()}
@@ -81,5 +85,6 @@ def main() -> None:
           f"{median[n] / median['peer']:>9.2f}")
   print(" ".join(f"{n}={median[n] / median['peer']:.3f}" for n in VARIANTS if n != "peer"))
 
+
 if __name__ == "__main__":
-  main()
+  common.run(main)

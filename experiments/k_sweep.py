@@ -5,13 +5,18 @@ same model on the same batches for the same number of original tokens. One more 
 the paper leaves open: a vanilla model given the training FLOPs of PHD-CSWA K=2, spent on more
 steps (more original tokens; same parameters and the same KV cache as every PHD row).
 
-  python experiments/k_sweep.py --quick --out=/tmp/k_sweep     # minutes
-  python experiments/k_sweep.py --out=results/sweeps           # the README's run
+  python -m experiments.k_sweep --quick --out=/tmp/k_sweep     # minutes
+  python -m experiments.k_sweep --out=results/sweeps           # the README's run
 """
 from __future__ import annotations
 
-import common
-from common import Run, config, step_flops
+from absl import flags
+
+from experiments import sweep
+from experiments.runner import Run, config, step_flops
+from phd_jax.cli import common
+
+flags.adopt_module_key_flags(sweep)  # --help lists the sweep's flags
 
 CSWA_K2 = Run("phd_cswa K=2", "phd_cswa", 2, 16, 32)
 
@@ -29,6 +34,9 @@ def runs(scale: str) -> list[Run]:
   ]
 
 
+def main(argv: list[str]) -> None:
+  sweep.main(argv, runs, "k_sweep", "K sweep: equal original tokens", by_flops=True)
+
+
 if __name__ == "__main__":
-  common.main(__doc__.split("\n\n")[0], runs, "k_sweep", "K sweep: equal original tokens",
-              by_flops=True)
+  common.run(main)

@@ -2,26 +2,31 @@
 
 The paper (Fig. 9, 550M on an A100): PHD-CSWA prefill about 1.08x vanilla while PHD-SWA's grows
 with K (up to ~73x); decoding with K up to 256 costs at most ~20% more; the KV cache equals
-vanilla's. Timings come from bench_inference.py's round-robin harness (every variant timed in
-turn after a warm-up, medians), on the quickstart model at batch 1.
+vanilla's. Timings come from experiments/inference_timing.py's round-robin harness (every
+variant timed in turn after a warm-up, medians), on the quickstart model at batch 1.
 
-  python experiments/latency.py --quick --out=/tmp/latency
-  python experiments/latency.py --out=results/latency
+  python -m experiments.latency --quick --out=/tmp/latency
+  python -m experiments.latency --out=results/latency
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+from absl import flags
 
-from bench_inference import CACHE, PREFILL, bench_decode, bench_prefill, model_cfg  # noqa: E402
-from common import machine, write_csv  # noqa: E402
-from phd_jax.kv_cache import cache_bytes  # noqa: E402
+from experiments import cli
+from experiments.inference_timing import CACHE, PREFILL, bench_decode, bench_prefill, model_cfg
+from experiments.report import command, machine, write_csv
+from phd_jax.cli import common
+from phd_jax.inference.kv_cache import cache_bytes
+
+_QUICK = flags.DEFINE_bool("quick", False, "Three prompt lengths, K up to 8.")
+_OUT = flags.DEFINE_string("out", "runs/experiments", "Output folder (CSV, PNG, table).")
 
 SETTINGS = {
     "quick": dict(prompt_lens=(128, 512, 2048), ks=(2, 4, 8), cached=512, steps=10, rounds=3,
@@ -77,13 +82,10 @@ def plot(pre, growth, dec, s, path: str) -> None:
   plt.close(fig)
 
 
-def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--quick", action="store_true", help="three prompt lengths, K up to 8")
-  p.add_argument("--out", default="runs/experiments")
-  args = p.parse_args()
-  s = SETTINGS["quick" if args.quick else "full"]
-  os.makedirs(args.out, exist_ok=True)
+def main(argv: list[str]) -> None:
+  cli.no_positional(argv)
+  s, out = SETTINGS["quick" if _QUICK.value else "full"], _OUT.value
+  os.makedirs(out, exist_ok=True)
   where = machine()
   print(f"{where}; settings {s}", flush=True)
 
@@ -94,21 +96,21 @@ def main() -> None:
   growth = prefill_vs_k(s)
   dec = bench_decode(list(s["ks"]), s["cached"], s["steps"], s["rounds"])
 
-  write_csv(os.path.join(args.out, "latency_prefill.csv"),
-            [dict(variant=n, prompt_len=pl, seconds=pre[pl, n], x_vanilla=pre[pl, n] / pre[pl, "vanilla"])
+  write_csv(os.path.join(out, "latency_prefill.csv"),
+            [dict(variant=n, prompt_len=pl, seconds=pre[pl, n],
+                  x_vanilla=pre[pl, n] / pre[pl, "vanilla"])
              for pl in s["prompt_lens"] for n in PREFILL])
-  write_csv(os.path.join(args.out, "latency_prefill_vs_k.csv"),
+  write_csv(os.path.join(out, "latency_prefill_vs_k.csv"),
             [dict(variant=n, K=k, prompt_len=s["prefill_len"], x_vanilla=x)
              for (n, k), x in growth.items()])
-  write_csv(os.path.join(args.out, "latency_decode.csv"),
+  write_csv(os.path.join(out, "latency_decode.csv"),
             [dict(K=k, seconds=t, x_vanilla=t / dec[1]) for k, t in dec.items()])
-  write_csv(os.path.join(args.out, "latency_kv_cache.csv"),
+  write_csv(os.path.join(out, "latency_kv_cache.csv"),
             [dict(r, x_vanilla=r["bytes"] / vanilla) for r in cache_rows])
-  plot(pre, growth, dec, s, os.path.join(args.out, "latency.png"))
+  plot(pre, growth, dec, s, os.path.join(out, "latency.png"))
 
   lens = s["prompt_lens"]
-  md = [f"# Inference cost against vanilla\n\n- command: `python experiments/latency.py"
-        f"{' --quick' if args.quick else ''}`\n- machine: {where}\n"
+  md = [f"# Inference cost against vanilla\n\n- command: `{command()}`\n- machine: {where}\n"
         f"- model: the quickstart shape (4 layers, d=192), batch 1, float32; medians of "
         f"{s['rounds']} interleaved rounds\n",
         "## Prefill time, x vanilla (K=2, W=16, C=32)\n",
@@ -125,15 +127,16 @@ def main() -> None:
   md += [f"\n## Decode step, phd_cswa (W=16, C=32), {s['cached']} cached positions\n",
          "| K | ms | x vanilla |", "|---|---|---|"]
   md += [f"| {k} | {t * 1e3:.2f} | {t / dec[1]:.3f} |" for k, t in dec.items()]
-  md += [f"\n## KV cache, batch 1, {s['cached']} positions\n", "| variant | K | bytes | x vanilla |",
+  md += [f"\n## KV cache, batch 1, {s['cached']} positions\n",
+         "| variant | K | bytes | x vanilla |",
          "|---|---|---|---|"]
   md += [f"| {r['variant']} | {r['K']} | {r['bytes']:,d} | {r['bytes'] / vanilla:.3f} |"
          for r in cache_rows]
   text = "\n".join(md) + "\n"
-  with open(os.path.join(args.out, "latency.md"), "w") as f:
+  with open(os.path.join(out, "latency.md"), "w") as f:
     f.write(text)
   print("\n" + text, flush=True)
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main)

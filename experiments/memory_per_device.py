@@ -7,7 +7,7 @@ XLA's `memory_analysis()` of the compiled SPMD program gives the per-device byte
 collectives' buffers). Beside them, the analytic parameter and optimizer bytes of the sharding
 rules. Compiling a 1.2B step takes minutes and a few GB of host RAM.
 
-  python experiments/memory_per_device.py --config=configs/model_1_2b.py:phd_cswa \\
+  python -m experiments.memory_per_device --config=configs/model_1_2b.py:phd_cswa \\
       --data=1 --fsdp=16 --tensor=1            # batch: one sequence per batch shard
 
 CPU compiles are a proxy for TPU/GPU ones: the same program and shardings, another backend's
@@ -22,12 +22,16 @@ import sys
 
 
 def _set_device_count(argv: list[str]) -> None:
-  """--data/--fsdp/--tensor -> XLA_FLAGS, before jax is imported."""
+  """--data/--fsdp/--tensor (`--data=2` or `--data 2`) -> XLA_FLAGS, before jax is imported.
+
+  The flags proper are parsed (and checked) by absl later; this only reads the mesh's size.
+  """
   sizes = {"data": 1, "fsdp": 1, "tensor": 1}
-  for arg in argv:
-    m = re.fullmatch(r"--(data|fsdp|tensor)=(\d+)", arg)
-    if m:
-      sizes[m.group(1)] = int(m.group(2))
+  for arg, following in zip(argv, argv[1:] + [""]):
+    m = re.fullmatch(r"--?(data|fsdp|tensor)(?:=(\d+))?", arg)
+    value = m and (m.group(2) or following)
+    if value and value.isdigit():
+      sizes[m.group(1)] = max(1, int(value))
   flag = f"--xla_force_host_platform_device_count={math.prod(sizes.values())}"
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -38,13 +42,24 @@ if __name__ == "__main__":
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
-from jax.sharding import AxisType, NamedSharding  # noqa: E402
+from jax.sharding import AxisType  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from phd_jax import sharding  # noqa: E402
-from phd_jax.train import init_train_objects, make_train_step  # noqa: E402
+from experiments import cli  # noqa: E402
+from phd_jax.cli import common  # noqa: E402
+from phd_jax.config.mesh import MESH_AXES, rules  # noqa: E402
+from phd_jax.model import sharding  # noqa: E402
+from phd_jax.train.state import init_train_objects, make_train_step  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/model_550m.py", "Config file.")
+_DATA = flags.DEFINE_integer("data", 1, "Mesh size of the data axis.")
+_FSDP = flags.DEFINE_integer("fsdp", 1, "Mesh size of the fsdp axis.")
+_TENSOR = flags.DEFINE_integer("tensor", 1, "Mesh size of the tensor axis.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Global batch size (0: one sequence per "
+                                   "batch shard, data x fsdp).")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 0, "Sequence length (0: the config's).")
 
 GIB = 2 ** 30
 
@@ -56,9 +71,9 @@ def _shard_bytes(state, shardings) -> int:
 
 def compiled_memory(cfg, shape: tuple[int, int, int]) -> dict[str, float]:
   """Per-device bytes of the train step of `cfg` compiled on a (data, fsdp, tensor) mesh."""
-  mesh = jax.make_mesh(shape, sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+  mesh = jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3,
                        devices=jax.devices()[:math.prod(shape)])
-  axis_rules = sharding.rules(cfg.mesh)
+  axis_rules = rules(cfg.mesh)
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: init_train_objects(cfg)))
   state_sh = sharding.state_shardings(abstract, mesh, axis_rules)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -84,14 +99,14 @@ def compiled_memory(cfg, shape: tuple[int, int, int]) -> dict[str, float]:
   }
 
 
-def main(argv) -> None:
-  del argv
-  f = flags.FLAGS
-  cfg = f.config
-  shape = (f.data, f.fsdp, f.tensor)
-  cfg.train.batch_size = f.batch_size or shape[0] * shape[1]  # default rules: batch on both
-  if f.seq_len:
-    cfg.train.seq_len = f.seq_len
+def main(argv: list[str]) -> None:
+  cli.no_positional(argv)
+  cfg = _CONFIG.value
+  shape = (cli.at_least(_DATA, 1), cli.at_least(_FSDP, 1), cli.at_least(_TENSOR, 1))
+  # default rules: the batch is split on both data and fsdp
+  cfg.train.batch_size = cli.at_least(_BATCH_SIZE, 0) or shape[0] * shape[1]
+  if cli.at_least(_SEQ_LEN, 0):
+    cfg.train.seq_len = _SEQ_LEN.value
   cfg.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2])
   m = cfg.model
   print(f"{m.num_layers} layers d={m.d_model}, {m.phd.variant} K={m.phd.num_copies}, "
@@ -106,11 +121,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", "configs/model_550m.py", "Config file.")
-  flags.DEFINE_integer("data", 1, "Mesh size of the data axis.")
-  flags.DEFINE_integer("fsdp", 1, "Mesh size of the fsdp axis.")
-  flags.DEFINE_integer("tensor", 1, "Mesh size of the tensor axis.")
-  flags.DEFINE_integer("batch_size", 0, "Global batch size (0: one sequence per batch shard, "
-                       "data x fsdp).")
-  flags.DEFINE_integer("seq_len", 0, "Sequence length (0: the config's).")
-  app.run(main)
+  common.run(main)

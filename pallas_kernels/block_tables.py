@@ -15,7 +15,8 @@ import dataclasses
 
 import numpy as np
 
-from phd_jax.masks import PHDSpec, hidden_window_start, token_coords
+from phd_jax.masks import hidden_window_start, token_coords
+from phd_jax.spec import PHDSpec
 
 
 def row_ranges(spec: PHDSpec, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

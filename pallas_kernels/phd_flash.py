@@ -20,10 +20,10 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.block_tables import BlockTables, block_tables, transpose_tables
-from phd_jax.masks import PHDSpec, visible
+from phd_jax.masks import MASK_VALUE, visible
+from phd_jax.spec import PHDSpec
 
 LANES = 128  # row statistics are kept lane-replicated, the TPU-friendly layout
-MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +229,8 @@ def _backward(g: _Geometry, q, k, v, out, lse, do, interpret: bool):
   own_kv = pl.BlockSpec((None, None, g.block_kv, d),
                         lambda b, h, c, s, t, f, n: (b, jax.lax.div(h, group), c, 0))
   per_head_kv = pl.BlockSpec((None, None, g.block_kv, d), lambda b, h, c, s, t, f, n: (b, h, c, 0))
-  visiting_q = pl.BlockSpec((None, None, g.block_q, d), lambda b, h, c, s, t, f, n: (b, h, t[c, s], 0))
+  visiting_q = pl.BlockSpec((None, None, g.block_q, d),
+                            lambda b, h, c, s, t, f, n: (b, h, t[c, s], 0))
   visiting_row = pl.BlockSpec((None, None, g.block_q, LANES),
                               lambda b, h, c, s, t, f, n: (b, h, t[c, s], 0))
   dk, dv = pl.pallas_call(

@@ -2,73 +2,22 @@
 
 Everything here is numpy and static (shapes and specs are Python values), so the
 same helpers serve the model at trace time, the kernels' block tables and the tests.
-See ../shared/PHD_SPEC.md for the rules; names below follow it:
-position n, copy j (0 = original), hidden index h(n, j) = n*(K-1) + (j-1).
+docs/method.md states the rules; names below follow it: position n, copy j (0 = original),
+hidden index h(n, j) = n*(K-1) + (j-1).
 """
 from __future__ import annotations
 
-import dataclasses
 import operator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-VARIANTS = ("vanilla", "phd", "phd_swa", "phd_cswa", "repeat")
-POSITION_SCHEMES = ("shared", "interleaved")
+from phd_jax.spec import POSITION_SCHEMES, PHDSpec
 
-
-@dataclasses.dataclass(frozen=True)
-class PHDSpec:
-  """Which tokens see which: the variant and its three integers.
-
-  Validated on construction so a bad config fails before anything compiles.
-  """
-
-  variant: str
-  num_copies: int
-  window: int = 0
-  chunk: int = 0
-
-  def __post_init__(self):
-    if self.variant not in VARIANTS:
-      raise ValueError(f"variant={self.variant!r} is not one of {VARIANTS}")
-    for name in ("num_copies", "window", "chunk"):
-      value = getattr(self, name)
-      if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} must be an int")
-    if self.num_copies < 1:
-      raise ValueError(f"num_copies={self.num_copies} must be >= 1")
-    if self.variant == "vanilla" and self.num_copies != 1:
-      raise ValueError(
-          f"num_copies={self.num_copies} with variant='vanilla': vanilla has exactly 1 copy "
-          "(use variant 'phd', 'phd_swa', 'phd_cswa' or 'repeat' for K > 1)")
-    windowed = self.variant in ("phd_swa", "phd_cswa")
-    if windowed and self.window < 1:
-      raise ValueError(f"window={self.window} with variant={self.variant!r}: must be >= 1 "
-                       "(it counts hidden tokens)")
-    if not windowed and self.window != 0:
-      raise ValueError(f"window={self.window} with variant={self.variant!r}: only phd_swa and "
-                       "phd_cswa use a window; set window=0")
-    if self.variant == "phd_cswa" and self.chunk < 1:
-      raise ValueError(f"chunk={self.chunk} with variant='phd_cswa': must be >= 1 "
-                       "(it counts positions)")
-    if self.variant != "phd_cswa" and self.chunk != 0:
-      raise ValueError(f"chunk={self.chunk} with variant={self.variant!r}: only phd_cswa uses "
-                       "chunks; set chunk=0")
-
-  @property
-  def hidden_copies(self) -> int:
-    return self.num_copies - 1
-
-  @property
-  def hidden_reach(self) -> int:
-    """How far back in the hidden stream a hidden token reads (PHD_SPEC: D = max(W, K-2))."""
-    return max(self.window, self.num_copies - 2)
-
-  def num_tokens(self, seq_len: int) -> int:
-    return self.num_copies * seq_len
-
+# The score of a masked pair in every softmax (attention paths, kernels, decode). Finite, so a
+# fully masked (padding) row gives a harmless uniform softmax instead of NaN.
+MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 # ----------------------------------------------------------------------------- grouped layout
 
@@ -82,7 +31,7 @@ def token_coords(seq_len: int, num_copies: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def position_ids(seq_len: int, num_copies: int, scheme: str) -> np.ndarray:
-  """RoPE positions of the grouped layout [K*L] (PHD_SPEC section Positions)."""
+  """RoPE positions of the grouped layout [K*L] (docs/method.md, Positions)."""
   if scheme not in POSITION_SCHEMES:
     raise ValueError(f"position_scheme={scheme!r} is not one of {POSITION_SCHEMES}")
   return rope_positions(*token_coords(seq_len, num_copies), num_copies, scheme)
@@ -146,7 +95,7 @@ def hidden_window_start(spec: PHDSpec, h: np.ndarray) -> np.ndarray:
 def visible(spec: PHDSpec, n, j, m, i, floordiv=operator.floordiv):
   """Whether query (position n, copy j) may read key (position m, copy i); broadcasts.
 
-  The rules of PHD_SPEC.md, elementwise over numpy or jax integer arrays: the one definition
+  The rules of docs/method.md, elementwise over numpy or jax integer arrays: the one definition
   behind the reference mask, the decode-time masks and the kernel's in-tile masks. Kernels pass
   a truncating `floordiv` (their indices are never negative; Mosaic has no cheap floor division).
   """

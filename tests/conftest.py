@@ -20,9 +20,10 @@ def corpus_glob(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bpe_path(tmp_path_factory, corpus_glob):
-  """A small byte-level BPE (phd_jax.tokenizer) trained on the test corpus: a second or two."""
+  """A small byte-level BPE (phd_jax/data/bpe.py) trained on the test corpus: a second or two."""
   import glob
-  from phd_jax.tokenizer import train_bpe
+
+  from phd_jax.data.bpe import train_bpe
   path = str(tmp_path_factory.mktemp("bpe") / "bpe.json")
   train_bpe(sorted(glob.glob(corpus_glob)), vocab_size=320, out=path)
   return path

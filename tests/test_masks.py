@@ -1,16 +1,25 @@
-"""dense_mask against the visibility rules of PHD_SPEC.md, written out literally."""
+"""dense_mask against the visibility rules of docs/method.md, written out literally."""
 import itertools
 
 import numpy as np
 import pytest
 
-from phd_jax.masks import (PHDSpec, dense_mask, expand_copies, interleaved_index, last_copy_slice,
-                           position_ids, token_coords, visible_pairs)
+from phd_jax.masks import (
+  dense_mask,
+  expand_copies,
+  interleaved_index,
+  last_copy_slice,
+  position_ids,
+  token_coords,
+  visible_pairs,
+)
+from phd_jax.spec import PHDSpec
 
 SPECS = [
     PHDSpec("vanilla", 1),
     PHDSpec("phd", 1), PHDSpec("phd", 2), PHDSpec("phd", 4),
-    PHDSpec("phd_swa", 2, window=1), PHDSpec("phd_swa", 3, window=4), PHDSpec("phd_swa", 4, window=2),
+    PHDSpec("phd_swa", 2, window=1), PHDSpec("phd_swa", 3, window=4),
+    PHDSpec("phd_swa", 4, window=2),
     PHDSpec("phd_swa", 3, window=50),
     PHDSpec("phd_cswa", 2, window=3, chunk=2), PHDSpec("phd_cswa", 3, window=5, chunk=3),
     PHDSpec("phd_cswa", 4, window=1, chunk=4), PHDSpec("phd_cswa", 2, window=16, chunk=5),
@@ -92,7 +101,8 @@ def test_layout_helpers():
   np.testing.assert_array_equal(position_ids(seq_len, k, "interleaved"), pos * k + copy)
   np.testing.assert_array_equal(np.sort(interleaved_index(seq_len, k)), np.arange(k * seq_len))
   tokens = np.array([[7, 8, 9, 10]])
-  np.testing.assert_array_equal(expand_copies(tokens, k)[0], [7, 8, 9, 10, 7, 7, 8, 8, 9, 9, 10, 10])
+  np.testing.assert_array_equal(expand_copies(tokens, k)[0],
+                                [7, 8, 9, 10, 7, 7, 8, 8, 9, 9, 10, 10])
   start, stop, step = last_copy_slice(seq_len, k)
   last = np.arange(k * seq_len)[start:stop:step]
   assert list(copy[last]) == [k - 1] * seq_len and list(pos[last]) == list(range(seq_len))

@@ -1,0 +1,47 @@
+"""phd-hf: OLMo2 checkpoints in the Hugging Face format, in and out of runs.
+
+  phd-hf import --hf_dir=DIR --config=configs/phd.py --workdir=RUN   (a step-0 checkpoint)
+  phd-hf export --workdir=RUN --out=DIR                              (K = 1 runs only)
+"""
+from __future__ import annotations
+
+from absl import flags
+from ml_collections import config_flags
+
+from phd_jax.cli import common
+from phd_jax.interop.olmo2 import import_run, save_olmo2
+from phd_jax.run.load import load_run
+
+USAGE = ("usage: phd-hf import --hf_dir=DIR --config=CFG --workdir=RUN\n"
+         "       phd-hf export --workdir=RUN --out=DIR")
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "Config for PHD and training fields (import).")
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "transformers Olmo2ForCausalLM directory (import).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: written by import, read by export.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (export).")
+
+
+def main(argv: list[str]) -> None:
+  command = argv[1] if len(argv) == 2 else None
+  if command == "import":
+    if not (_HF_DIR.value and _CONFIG.value):
+      raise ValueError("import needs --hf_dir, --config and --workdir")
+    import_run(_HF_DIR.value, _CONFIG.value, _WORKDIR.value)
+    print(f"imported {_HF_DIR.value} into {_WORKDIR.value} (step 0); continue with:\n"
+          f"  phd-train --workdir={_WORKDIR.value}")
+  elif command == "export":
+    if not _OUT.value:
+      raise ValueError("export needs --workdir and --out")
+    model, _, step = load_run(_WORKDIR.value)
+    save_olmo2(model, _OUT.value)
+    print(f"exported {_WORKDIR.value} (step {step}) to {_OUT.value} as OLMo2")
+  else:
+    raise ValueError(USAGE)
+
+
+def run() -> None:
+  common.run(main, required=["workdir"])
+
+
+if __name__ == "__main__":
+  run()

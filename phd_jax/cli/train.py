@@ -1,0 +1,47 @@
+"""phd-train: pretrain (or resume) a run.
+
+  phd-train --config=configs/quickstart.py --workdir=runs/demo [--config.train.steps=600]
+
+Running the same command again resumes from the latest checkpoint; without --config, a run
+resumes with the config saved in its workdir (e.g. after `phd-hf import`).
+"""
+from __future__ import annotations
+
+from absl import flags
+from ml_collections import config_flags
+
+from phd_jax.cli import common
+from phd_jax.model import sharding
+from phd_jax.run.checkpoint import saved_run_config
+from phd_jax.train.guard import DivergenceError
+from phd_jax.train.loop import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (a get_config() module, e.g. configs/quickstart.py); "
+    "default: the config saved in --workdir.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, tb/.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Multi-host: detect peers (TPU pods, SLURM, MPI).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "Multi-host: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                  auto=_DISTRIBUTED.value)
+  cfg = _CONFIG.value if _CONFIG.value is not None else saved_run_config(_WORKDIR.value)
+  if cfg is None:
+    raise ValueError(f"--config is required: {_WORKDIR.value} holds no run to resume (e.g. "
+                     "--config=configs/quickstart.py)")
+  train_and_evaluate(cfg, _WORKDIR.value)
+
+
+def run() -> None:
+  common.run(main, required=["workdir"], errors=(ValueError, DivergenceError))
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,1 @@
+"""Data: tokenizers, BPE training, documents, text corpora, token shards, windows, prepare."""

@@ -1,0 +1,1 @@
+"""Downstream evaluation with lm-evaluation-harness: the model adapter and the tasks."""

@@ -1,0 +1,1 @@
+"""Inference: the KV cache, exact and cheap prefill, parallel hidden decoding, sampling."""

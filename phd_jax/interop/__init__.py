@@ -1,0 +1,1 @@
+"""Other ecosystems' formats: OLMo2 checkpoints of Hugging Face transformers."""

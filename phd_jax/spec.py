@@ -1,0 +1,66 @@
+"""The PHD spec: which variant, how many copies (K), the window (W) and the chunk (C).
+
+The one value every layer of the code is parameterised by (masks, kernels, model, cache). It is
+validated on construction, so a bad config fails before anything compiles. docs/method.md defines
+the variants and their integers.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+VARIANTS = ("vanilla", "phd", "phd_swa", "phd_cswa", "repeat")
+POSITION_SCHEMES = ("shared", "interleaved")
+
+
+@dataclasses.dataclass(frozen=True)
+class PHDSpec:
+  """Which tokens see which: the variant and its three integers.
+
+  Validated on construction so a bad config fails before anything compiles.
+  """
+
+  variant: str
+  num_copies: int
+  window: int = 0
+  chunk: int = 0
+
+  def __post_init__(self):
+    if self.variant not in VARIANTS:
+      raise ValueError(f"variant={self.variant!r} is not one of {VARIANTS}")
+    for name in ("num_copies", "window", "chunk"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be an int")
+    if self.num_copies < 1:
+      raise ValueError(f"num_copies={self.num_copies} must be >= 1")
+    if self.variant == "vanilla" and self.num_copies != 1:
+      raise ValueError(
+          f"num_copies={self.num_copies} with variant='vanilla': vanilla has exactly 1 copy "
+          "(use variant 'phd', 'phd_swa', 'phd_cswa' or 'repeat' for K > 1)")
+    windowed = self.variant in ("phd_swa", "phd_cswa")
+    if windowed and self.window < 1:
+      raise ValueError(f"window={self.window} with variant={self.variant!r}: must be >= 1 "
+                       "(it counts hidden tokens)")
+    if not windowed and self.window != 0:
+      raise ValueError(f"window={self.window} with variant={self.variant!r}: only phd_swa and "
+                       "phd_cswa use a window; set window=0")
+    if self.variant == "phd_cswa" and self.chunk < 1:
+      raise ValueError(f"chunk={self.chunk} with variant='phd_cswa': must be >= 1 "
+                       "(it counts positions)")
+    if self.variant != "phd_cswa" and self.chunk != 0:
+      raise ValueError(f"chunk={self.chunk} with variant={self.variant!r}: only phd_cswa uses "
+                       "chunks; set chunk=0")
+
+  @property
+  def hidden_copies(self) -> int:
+    return self.num_copies - 1
+
+  @property
+  def hidden_reach(self) -> int:
+    """How far back in the hidden stream a hidden token reads (docs/method.md: D = max(W, K-2))."""
+    return max(self.window, self.num_copies - 2)
+
+  def num_tokens(self, seq_len: int) -> int:
+    return self.num_copies * seq_len

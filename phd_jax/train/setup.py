@@ -1,0 +1,88 @@
+"""Everything a training run holds before its first step, built (or restored) in one call.
+
+Every check that can fail does so here, before the first step compiles: the config, the
+workdir, the data, a checkpoint of another model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import jax
+import ml_collections
+from flax import nnx
+
+from phd_jax.config import validate_config
+from phd_jax.config.mesh import rules as mesh_rules
+from phd_jax.data import tokenizers, windows
+from phd_jax.model import sharding
+from phd_jax.model.transformer import param_count
+from phd_jax.run.checkpoint import Checkpointer, check_compatible
+from phd_jax.run.workdir import prepare_workdir
+from phd_jax.spec import PHDSpec
+from phd_jax.train.state import create_state, make_train_step
+
+
+@dataclasses.dataclass
+class Run:
+  cfg: ml_collections.ConfigDict
+  workdir: str  # absolute
+  spec: PHDSpec
+  tokenizer: tokenizers.Tokenizer
+  mesh: jax.sharding.Mesh
+  axis_rules: tuple
+  graphdef: nnx.GraphDef
+  state: nnx.State  # (model, optimizer), laid out on the mesh
+  state_sharding: object
+  batch_sharding: jax.sharding.NamedSharding
+  train_step: Callable
+  train_iter: Iterator  # this host's batches; its position is checkpointed
+  val_batches: list  # global arrays, the same at every validation
+  ckpt: Checkpointer
+  start: int  # the last step done before this process started (0: a new run)
+  say: Callable[..., None]  # prints on process 0 only
+  chief: bool
+
+  def next_batch(self) -> dict:
+    return sharding.global_batch(next(self.train_iter), self.batch_sharding)
+
+
+def start_run(cfg: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Validates, builds the state on the mesh and resumes from the workdir's latest checkpoint."""
+  spec = validate_config(cfg)
+  t = cfg.train
+  workdir = prepare_workdir(workdir)  # a file, unwritable, foreign checkpoints: clear errors
+  tok = tokenizers.from_config(cfg.data)
+  splits = windows.load_splits(cfg.data, tok, cfg.model.vocab_size, t.seq_len)
+  chief = jax.process_index() == 0  # only process 0 prints and writes metrics
+  say = (lambda *a, **k: print(*a, **k, flush=True)) if chief else (lambda *a, **k: None)
+  say(splits.description)
+  if chief:
+    tokenizers.save_to_run(tok, workdir)  # generate and evaluate load the run's own copy
+
+  mesh, axis_rules = sharding.make_mesh(cfg.mesh), mesh_rules(cfg.mesh)
+  hosts, host = jax.process_count(), jax.process_index()
+  if t.batch_size % hosts:
+    raise ValueError(f"config.train.batch_size={t.batch_size} must divide among {hosts} hosts")
+  graphdef, state = create_state(cfg, mesh)
+  batch_sh = sharding.batch_sharding(mesh, axis_rules)
+  state_sh = jax.tree.map(lambda x: x.sharding, state)
+  train_iter = iter(windows.train_dataset(splits.train, t.seq_len, t.batch_size // hosts,
+                                          cfg.data.seed, host, hosts))
+  val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
+         for b in windows.val_batches(splits.val, t.seq_len, t.batch_size, t.val_batches)]
+  ckpt = Checkpointer(workdir, t.keep_checkpoints)
+  latest = ckpt.latest_step()  # 0 for a run imported from OLMo2: resumed all the same
+  start = latest or 0
+  if latest is not None:
+    changed = check_compatible(workdir, start, ckpt.saved_config(start), cfg)
+    state = ckpt.restore(start, state, train_iter)
+    say(f"resumed from step {start} in {workdir}"
+        + (f" (changed model fields: {'; '.join(changed)})" if changed else ""))
+  say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
+      f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
+      f"{spec.num_copies * t.seq_len} model tokens per sequence; mesh {dict(mesh.shape)} over "
+      f"{hosts} host(s); training steps {start + 1}..{t.steps}")
+  return Run(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh, batch_sh,
+             make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val, ckpt, start,
+             say, chief)

@@ -1,0 +1,207 @@
+"""OLMo2 interop without torch: golden logits from transformers, export round trip, bad input,
+and continued pretraining from imported weights through the CLIs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from configs import base, model_tiny
+from phd_jax.data import text, windows
+from phd_jax.interop.olmo2 import load_olmo2, read_tensors, save_olmo2
+from phd_jax.model.transformer import Transformer
+from phd_jax.run.load import load_run
+from tests.helpers import ROOT
+
+FIXTURES = os.path.join(ROOT, "tests", "interop", "fixtures")
+GOLDEN = np.load(os.path.join(FIXTURES, "olmo2_golden.npz"))
+
+
+def rel_error(got, want) -> float:
+  return float(np.abs(np.asarray(got) - want).max() / np.abs(want).max())
+
+
+def layout(scan: bool):
+  m = base.get_config().model
+  m.update(scan_layers=scan, remat=scan)
+  return m
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["loop", "scan+remat"])
+@pytest.mark.parametrize("name", ["olmo2_tied", "olmo2_untied"])
+def test_load_olmo2_reproduces_transformers_logits(name, scan):
+  model = load_olmo2(os.path.join(FIXTURES, name), base=layout(scan))
+  assert model.tie_embeddings == (name == "olmo2_tied")
+  logits = model(jnp.asarray(GOLDEN["tokens"], jnp.int32))
+  assert rel_error(logits, GOLDEN[name]) <= 1e-5
+
+
+def copy_fixture(tmp_path, name="olmo2_untied"):
+  out = tmp_path / name
+  shutil.copytree(os.path.join(FIXTURES, name), out)
+  return out
+
+
+def edit_config(directory, **fields):
+  path = directory / "config.json"
+  cfg = json.loads(path.read_text())
+  cfg.update(fields)
+  path.write_text(json.dumps(cfg))
+
+
+def test_sharded_checkpoint_and_legacy_rope_fields_load(tmp_path):
+  """Released checkpoints: shards with an index, and transformers 4.x's top-level rope_theta."""
+  src = copy_fixture(tmp_path)
+  tensors = load_file(src / "model.safetensors")
+  os.remove(src / "model.safetensors")
+  names = sorted(tensors)
+  shards = {"model-00001-of-00002.safetensors": names[::2],
+            "model-00002-of-00002.safetensors": names[1::2]}
+  for file, keys in shards.items():
+    save_file({k: tensors[k] for k in keys}, src / file, metadata={"format": "pt"})
+  index = {"weight_map": {k: f for f, keys in shards.items() for k in keys}}
+  (src / "model.safetensors.index.json").write_text(json.dumps(index))
+  cfg = json.loads((src / "config.json").read_text())
+  theta = cfg.pop("rope_parameters")["rope_theta"]
+  (src / "config.json").write_text(json.dumps({**cfg, "rope_theta": theta, "rope_scaling": None}))
+  logits = load_olmo2(str(src))(jnp.asarray(GOLDEN["tokens"], jnp.int32))
+  assert rel_error(logits, GOLDEN["olmo2_untied"]) <= 1e-5
+
+
+def test_phd_reuses_the_olmo2_weights():
+  path = os.path.join(FIXTURES, "olmo2_tied")
+  vanilla = load_olmo2(path)
+  phd1 = load_olmo2(path, phd=dict(variant="phd", num_copies=1))
+  phd2 = load_olmo2(path, phd=dict(variant="phd_cswa", num_copies=2, window=2, chunk=4))
+  x = jnp.asarray(GOLDEN["tokens"], jnp.int32)
+  np.testing.assert_allclose(phd1(x), vanilla(x), atol=1e-6)  # K=1 is OLMo2 itself
+  params = lambda mod: jax.tree.leaves(nnx.state(mod, nnx.Param))
+  same = lambda a, b: all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
+  assert same(vanilla, phd2)  # no new parameters, the same values
+  assert np.abs(np.asarray(phd2(x) - vanilla(x))).max() > 1e-3  # but another computation
+
+
+@pytest.mark.parametrize("name", ["olmo2_tied", "olmo2_untied"])
+@pytest.mark.parametrize("scan", [False, True], ids=["loop", "scan"])
+def test_save_olmo2_writes_back_the_same_tensors(tmp_path, name, scan):
+  src = os.path.join(FIXTURES, name)
+  save_olmo2(load_olmo2(src, base=layout(scan)), str(tmp_path / "out"))
+  want, got = read_tensors(src), read_tensors(str(tmp_path / "out"))
+  assert sorted(got) == sorted(want)
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  again = load_olmo2(str(tmp_path / "out"))  # and its config.json describes the same model
+  assert rel_error(again(jnp.asarray(GOLDEN["tokens"], jnp.int32)), GOLDEN[name]) <= 1e-5
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(variant="phd", num_copies=2), "K=2 copies"),
+    (dict(copy_embedding=True), "copy embedding"),
+    ("head", "qk_norm='head'"),
+])
+def test_save_olmo2_refuses_what_olmo2_cannot_hold(tmp_path, change, match):
+  m = model_tiny.get_config().model
+  m.phd.update(variant="vanilla", num_copies=1, window=0, chunk=0)
+  if change == "head":
+    m.qk_norm = "head"
+  else:
+    m.phd.update(change)
+  with pytest.raises(ValueError, match=match):
+    save_olmo2(Transformer(m, rngs=nnx.Rngs(0)), str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+
+
+def test_bad_hf_directories_name_the_problem(tmp_path):
+  src = copy_fixture(tmp_path)
+  edit_config(src, model_type="llama")
+  with pytest.raises(ValueError, match=r"model_type='llama'.*only 'olmo2'"):
+    load_olmo2(str(src))
+  edit_config(src, model_type="olmo2", attention_bias=True)
+  with pytest.raises(ValueError, match="attention_bias"):
+    load_olmo2(str(src))
+  edit_config(src, attention_bias=False, rope_parameters={"rope_type": "yarn", "factor": 4.0})
+  with pytest.raises(ValueError, match="rope type 'yarn'"):
+    load_olmo2(str(src))
+  edit_config(src, rope_parameters={"rope_type": "default", "rope_theta": 1e4}, vocab_size=40)
+  with pytest.raises(ValueError, match=r"model.embed_tokens.weight has shape \(48, 24\), but "
+                                       r"config.json implies \(40, 24\)"):
+    load_olmo2(str(src))  # a vocabulary larger than the config allows
+  edit_config(src, vocab_size=48)
+  tensors = load_file(src / "model.safetensors")
+  tensors["model.layers.1.mlp.up_proj.weight"] = tensors["model.layers.1.mlp.up_proj.weight"].T
+  save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+  with pytest.raises(ValueError, match=r"model.layers.1.mlp.up_proj.weight has shape \(24, 40\)"):
+    load_olmo2(str(src))
+  del tensors["model.layers.1.mlp.up_proj.weight"]
+  save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+  with pytest.raises(ValueError, match="tensor model.layers.1.mlp.up_proj.weight is missing"):
+    load_olmo2(str(src))
+  with pytest.raises(ValueError, match="no config.json"):
+    load_olmo2(str(tmp_path))
+
+
+def run_cli(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def test_continued_pretraining_from_imported_weights(corpus_glob, tmp_path):
+  """hf import -> train resumes at step 0 from exactly those weights -> export loads back."""
+  m = model_tiny.get_config().model
+  m.phd.update(variant="vanilla", num_copies=1, window=0, chunk=0)
+  m.tie_embeddings = False
+  source = Transformer(m, rngs=nnx.Rngs(7))
+  save_olmo2(source, str(tmp_path / "hf"))
+  run = tmp_path / "run"
+  train_flags = [f"--config.data.text_files={corpus_glob}", "--config.data.source=text_files",
+                 "--config.train.steps=2", "--config.train.batch_size=2",
+                 "--config.train.seq_len=16", "--config.train.val_batches=1",
+                 "--config.train.log_every=1", "--config.train.sample_tokens=3",
+                 "--config.model.phd.variant=phd_cswa"]
+  imported = run_cli("phd_jax.hf", "import", f"--hf_dir={tmp_path / 'hf'}",
+                     "--config=configs/model_tiny.py", f"--workdir={run}", *train_flags)
+  assert imported.returncode == 0, imported.stderr[-2000:]
+  model, cfg, step = load_run(str(run))
+  assert step == 0 and cfg.model.phd.variant == "phd_cswa" and not cfg.model.tie_embeddings
+  params = lambda mod: jax.tree.leaves(nnx.state(mod, nnx.Param))
+  for a, b in zip(params(model), params(source)):  # restored exactly (parameters only)
+    np.testing.assert_array_equal(a, b)
+  again = run_cli("phd_jax.hf", "import", f"--hf_dir={tmp_path / 'hf'}",
+                  "--config=configs/model_tiny.py", f"--workdir={run}", *train_flags)
+  assert again.returncode != 0 and "already holds checkpoints" in again.stderr
+
+  trained = run_cli("phd_jax.train", f"--workdir={run}")  # the config saved by the import
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  assert "resumed from step 0" in trained.stdout
+  rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+  first = next(r["loss"] for r in rows if r["step"] == 1)
+  corpus = text.load_corpus(cfg.data)
+  batch = next(iter(windows.train_dataset(corpus.train, 16, 2, cfg.data.seed)))
+  logits = model(jnp.asarray(batch["inputs"]))  # the imported PHD model on the first batch
+  want = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["targets"][..., None], -1).mean()
+  np.testing.assert_allclose(first, float(want), rtol=1e-5)
+
+  exported = run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={tmp_path / 'back'}")
+  assert exported.returncode != 0 and "K=2 copies" in exported.stderr  # a PHD run stays ours
+
+
+def test_export_cli_writes_a_loadable_vanilla_run(corpus_glob, tmp_path):
+  run = tmp_path / "run"
+  trained = run_cli("phd_jax.train", "--config=configs/vanilla.py", f"--workdir={run}",
+                    "--config.data.source=text_files", f"--config.data.text_files={corpus_glob}",
+                    "--config.train.steps=1", "--config.train.batch_size=2",
+                    "--config.train.seq_len=16", "--config.train.val_batches=1",
+                    "--config.train.sample_tokens=0", "--config.model.num_layers=1")
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  exported = run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={tmp_path / 'hf'}")
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  model, _, _ = load_run(str(run))
+  x = jnp.asarray(GOLDEN["tokens"], jnp.int32)
+  np.testing.assert_allclose(load_olmo2(str(tmp_path / "hf"))(x), model(x), atol=1e-5)

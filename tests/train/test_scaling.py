@@ -1,0 +1,116 @@
+"""One config on 1 and 8 (simulated CPU) devices: same losses, rule-given shardings, resharding."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from phd_jax.config.mesh import batch_shards, mesh_shape
+from phd_jax.inference.decode import generate
+from phd_jax.run.load import load_run
+from phd_jax.train.loop import train_and_evaluate
+from phd_jax.train.state import create_state
+from tests.helpers import ROOT, losses, tiny_config
+from tests.train.multidevice_worker import PROMPTS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_mesh_shape_and_errors():
+  cfg = tiny_config("unused").mesh
+  assert mesh_shape(cfg, 8) == (8, 1, 1)
+  cfg.update(data=-1, fsdp=2, tensor=2)
+  assert mesh_shape(cfg, 8) == (2, 2, 2)
+  cfg.update(data=3, fsdp=1, tensor=1)
+  with pytest.raises(ValueError, match="config.mesh"):
+    mesh_shape(cfg, 8)
+  cfg.update(data=-1, fsdp=-1)
+  with pytest.raises(ValueError, match="only one"):
+    mesh_shape(cfg, 8)
+  cfg.update(data=-1, fsdp=2, tensor=2)
+  assert batch_shards(cfg, 8) == 4  # batch -> (data, fsdp)
+
+
+def test_eight_devices_match_one(corpus_glob, tmp_path):
+  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
+  single = losses(tmp_path / "single")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+                 [ROOT, os.environ.get("PYTHONPATH", "")]))
+  run = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_worker.py"), corpus_glob,
+                        str(tmp_path / "multi")], capture_output=True, text=True, timeout=900,
+                       env=env, cwd=ROOT)
+  assert run.returncode == 0, run.stderr[-3000:]
+  line = next(l for l in run.stdout.splitlines() if l.startswith("RESULTS "))
+  res = json.loads(line[len("RESULTS "):])
+  assert res["devices"] == 8
+  expect = [single[s] for s in range(1, 5)]
+  for name in ("8x1x1", "2x2x2", "1x4x2", "moved"):
+    got = [res[name][str(s)] for s in range(1, 5)]
+    np.testing.assert_allclose(got, expect, rtol=2e-5, err_msg=name)
+  # The checkpoint written by 8 devices restores onto this single device, for inference.
+  from_8, _, step = load_run(str(tmp_path / "multi" / "8x1x1"))
+  from_1, _, _ = load_run(str(tmp_path / "single"))
+  assert step == 4
+  for a, b in zip(jax.tree.leaves(nnx.state(from_8)), jax.tree.leaves(nnx.state(from_1))):
+    assert len(a.sharding.device_set) == 1
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert res["pallas_sharded_err"] < 1e-5
+  assert res["accum_err"] < 1e-4  # 4 microbatches on a 2x2x2 mesh == one batch on 1 device
+  model = nnx.merge(*create_state(tiny_config(corpus_glob, batch_size=8)))[0]  # 1 device
+  np.testing.assert_array_equal(res["generated"], generate(model, PROMPTS, 6, eos_id=None)[0])
+  # q_proj is (embed, heads) -> (fsdp, tensor); the embedding (vocab, embed) -> (tensor, fsdp).
+  assert res["2x2x2_specs"] == ["P('fsdp', 'tensor')", "P('tensor', 'fsdp')"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(corpus_glob: str, workdir: str, *extra: str) -> list[dict]:
+  """Runs multiprocess_worker.py as processes 0 and 1; returns each one's RESULTS (or None)."""
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+                 [ROOT, os.environ.get("PYTHONPATH", "")]))
+  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_worker.py"),
+                             corpus_glob, workdir, str(port), str(i), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=600) for p in procs]
+  finally:  # never leave a process behind, whatever happened
+    for p in procs:
+      p.kill()
+      p.wait()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  lines = [[l for l in out.splitlines() if l.startswith("RESULTS ")] for out, _ in outs]
+  return [json.loads(l[0][len("RESULTS "):]) if l else None for l in lines]
+
+
+def test_two_processes_match_one(corpus_glob, tmp_path):
+  """jax.distributed on 127.0.0.1, 2 processes x 4 CPU devices, gloo collectives."""
+  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
+  single = losses(tmp_path / "single")
+  res = _two_processes(corpus_glob, str(tmp_path / "multi"))[0]
+  assert (res["devices"], res["processes"]) == (8, 2)
+  np.testing.assert_allclose([res["losses"][str(s)] for s in range(1, 5)],
+                             [single[s] for s in range(1, 5)], rtol=2e-5)
+  assert res["val_restored"] == pytest.approx(res["val"], rel=1e-6)
+
+
+def test_sigterm_on_one_host_stops_both_at_one_step(corpus_glob, tmp_path):
+  """JAX's preemption sync manager: process 1 gets SIGTERM; both save the same step, exit 0."""
+  first, second = _two_processes(corpus_glob, str(tmp_path / "multi"), "preempt")
+  assert first["summary"]["preempted"] and second["summary"]["preempted"]
+  stop = first["summary"]["step"]
+  assert second["summary"]["step"] == stop and 3 < stop < 300
+  assert first["latest"] == second["latest"] == stop
