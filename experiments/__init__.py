@@ -1,4 +1,4 @@
-"""The experiments behind the README's results and benchmarks; each runs from the repository root
+"""The experiments behind docs/results.md and the benchmarks; each runs from the repository root
 as `python -m experiments.NAME [--flags]` (`--help` lists its flags; `--out` names the folder of
 those that write files). Sweeps train small models and write CSV, PNG and a markdown table:
 k_sweep (loss against K), window_sweep (the hidden tokens' window W), chunk_sweep (the chunk C).

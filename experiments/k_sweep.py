@@ -6,7 +6,7 @@ the paper leaves open: a vanilla model given the training FLOPs of PHD-CSWA K=2,
 steps (more original tokens; same parameters and the same KV cache as every PHD row).
 
   python -m experiments.k_sweep --quick --out=/tmp/k_sweep     # minutes
-  python -m experiments.k_sweep --out=results/sweeps           # the README's run
+  python -m experiments.k_sweep --out=results/sweeps           # docs/results.md's run
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def main(argv: list[str]) -> None:
   if not tasks:
     raise ValueError("--tasks is empty (task names, comma separated, or 'paper')")
   manager = eval_tasks.resolve_tasks(tasks, _INCLUDE.value)
-  lm = PHDLM.from_run(_WORKDIR.value, _BATCH.value)
+  lm = PHDLM.from_run(_WORKDIR.value, _BATCH.value)  # the newest step that loads
+  print(f"# {_WORKDIR.value}, checkpoint step {lm.step}", flush=True)
   try:
     results = eval_tasks.run_tasks(lm, tasks, manager, limit=_LIMIT.value or None,
                                    num_fewshot=_FEWSHOT.value)

@@ -2,7 +2,8 @@
 
   phd-generate --workdir=RUN --prompt="def " [--prompt="import "] [--temperature=0]
 
-Restores the latest checkpoint together with the config and tokenizer it was trained with.
+Restores the latest checkpoint together with the config and tokenizer it was trained with; a
+newest step that does not load (damaged files) is named on stderr and the one before used.
 """
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
   phd-hf import --hf_dir=DIR --config=configs/phd.py --workdir=RUN   (a step-0 checkpoint)
   phd-hf export --workdir=RUN --out=DIR                              (K = 1 runs only)
+
+Export reads the newest checkpoint that loads (a damaged newer one is named on stderr).
 """
 from __future__ import annotations
 

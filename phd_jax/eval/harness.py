@@ -67,9 +67,12 @@ class PHDLM(LM):
 
   @classmethod
   def from_run(cls, workdir: str, batch_size: int = 8) -> PHDLM:
-    """The latest checkpoint of a run, with its own tokenizer and training seq_len."""
-    model, cfg, _ = load_run(workdir)
-    return cls(model, for_run(workdir, cfg), cfg.train.seq_len, batch_size)
+    """The newest checkpoint of a run that loads (its step in `.step`; a newer one that does
+    not load is named on stderr), with its own tokenizer and training seq_len."""
+    model, cfg, step = load_run(workdir)
+    lm = cls(model, for_run(workdir, cfg), cfg.train.seq_len, batch_size)
+    lm.step = step
+    return lm
 
   # ----- token-level scoring -----
   def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

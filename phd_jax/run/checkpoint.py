@@ -1,11 +1,23 @@
 """Orbax checkpoints of the training state, the data iterator and the config, as one unit.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a crash
-mid-save leaves the previous checkpoint intact; resume always takes the latest complete one.
+mid-save leaves the previous checkpoint intact; resume takes the newest complete one that loads.
+A damaged step (truncated or corrupt files, a missing item) is skipped and named; training moves
+it aside to checkpoints/STEP.damaged (never deleted), the read-only commands leave it in place.
+A storage error while saving (disk full, quota) is one CheckpointSaveError, and orbax's and
+tensorstore's background echoes of a failure raised to us are silenced; the next start removes
+the failed save's temporary folder.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import jax
@@ -15,10 +27,24 @@ from flax import nnx
 
 from phd_jax import config
 from phd_jax.model.transformer import Transformer
+from phd_jax.run import recovery
+from phd_jax.run.workdir import ORBAX_TMP
+
+Log = Callable[[str], None]
 
 
 class CheckpointMismatchError(ValueError):
   """The workdir holds a checkpoint of a model with other parameter shapes."""
+
+
+class CheckpointSaveError(ValueError):
+  """A checkpoint could not be written (disk full, quota, file size limit); the earlier ones are
+  intact. A ValueError: the commands report it as one `error:` line."""
+
+
+def warn(message: str) -> None:
+  """The default `log` of the recovery messages: one line on stderr."""
+  print(message, file=sys.stderr, flush=True)
 
 
 class Checkpointer:
@@ -31,6 +57,10 @@ class Checkpointer:
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": grain.checkpoint.CheckpointHandler(),
                        "config": ocp.JsonCheckpointHandler()})
+    recovery.quiet_echoes_of_failures()  # orbax's repeats of a failure raised to us
+    self.failed: CheckpointSaveError | None = None  # the first save that could not be written
+    self._saving: int | None = None  # the step of the latest save started
+    self._closed = False
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -40,12 +70,19 @@ class Checkpointer:
     return config.upgrade(self.manager.restore(step, args=args)["config"])  # renames, new fields
 
   def save(self, step: int, state: nnx.State, data_iter, cfg: ml_collections.ConfigDict) -> None:
-    """data_iter None (an imported model): the run resuming from it starts its data afresh."""
+    """data_iter None (an imported model): the run resuming from it starts its data afresh.
+
+    Raises CheckpointSaveError on a storage error, here or (orbax saves in the background) at
+    the next save, `wait` or `close`."""
+    if self.failed:
+      raise self.failed
     items = dict(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
                  config=ocp.args.JsonSave(cfg.to_dict()))
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    self.manager.save(step, args=ocp.args.Composite(**items))
+    with self._storage_errors():
+      self.manager.save(step, args=ocp.args.Composite(**items))
+    self._saving = step
 
   def restore(self, step: int, state: nnx.State, data_iter=None) -> nnx.State:
     """Restores into the structure and shardings of `state`; advances `data_iter` in place.
@@ -69,27 +106,156 @@ class Checkpointer:
                                    item_handlers={"state": ocp.PyTreeCheckpointHandler()})
     args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(target))
-    restored = reader.restore(step, args=ocp.args.Composite(state=args))["state"]
-    reader.close()
+    try:
+      restored = reader.restore(step, args=ocp.args.Composite(state=args))["state"]
+    finally:
+      reader.close()
     nnx.replace_by_pure_dict(model_state, restored[0])
     return model_state
 
+  def restore_newest(self, attempt: Callable[[int], Any], log: Log = warn,
+                     move_aside: bool = True) -> tuple[int, Any] | None:
+    """(step, attempt(step)) of the newest step whose `attempt` (reading its config, state,
+    data position) succeeds; None without steps. Once an older step succeeded, each newer one
+    that failed is named in a `log` line with the reason and, with `move_aside` (training),
+    renamed to STEP.damaged. If none succeeds (a changed optimizer, say, or every step damaged)
+    nothing is moved: a ValueError names each step's reason. A CheckpointMismatchError, or
+    running out of memory, is no damage: it propagates at once."""
+    failed: list[tuple[int, str]] = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      reason = None
+      try:
+        result = attempt(step)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # orbax, tensorstore and JSON raise all kinds; Ctrl-C passes
+        if recovery.out_of_memory(e):
+          raise
+        reason = recovery.reason(e, self.directory)
+        recovery.mark_failed(self.directory)
+      if not recovery.on_every_process(reason is None):
+        failed.append((step, reason or "it does not restore on another process"))
+        continue
+      for bad, why in failed:
+        then = (f"moved it aside to {self._move_aside(bad)} (kept, never deleted) and restored "
+                f"step {step}" if move_aside else f"using step {step} instead (left in place: "
+                "the next phd-train run moves it aside)")
+        log(f"warning: checkpoint step {bad} in {self.directory} does not restore ({why}); {then}")
+      if failed and move_aside:
+        if jax.process_count() > 1:
+          ocp.multihost.sync_global_processes("phd_jax_damaged_checkpoints_moved")
+        self.manager.reload()  # the moved steps are no longer listed, saved over or counted
+      return step, result
+    if failed:
+      raise ValueError(
+          f"no checkpoint in {self.directory} restores: "
+          + "; ".join(f"step {s}: {why}" for s, why in failed)
+          + ". Nothing was moved or deleted. If the files are damaged, restore them from a "
+          "backup, or move the checkpoints folder away to start over; if the config changed "
+          "(e.g. the optimizer), train with the config the run was saved with")
+    return None
+
+  def _move_aside(self, step: int) -> str:
+    """Renames the step's folder to STEP.damaged (STEP.damaged.1, ... if taken); its new path."""
+    src = os.path.join(self.directory, str(step))
+    dest, n = src + ".damaged", 0
+    while os.path.exists(dest):
+      n += 1
+      dest = f"{src}.damaged.{n}"
+    if jax.process_index() == 0:
+      try:
+        os.rename(src, dest)
+      except OSError as e:
+        raise ValueError(f"checkpoint step {step} in {self.directory} does not restore and "
+                         f"could not be moved aside ({e.strerror}): move {src} away and rerun"
+                         ) from None
+    return dest
+
+  def clean_temporaries(self, log: Log = warn) -> list[str]:
+    """Removes the temporary folders of saves that never finished (a crash, a full disk), with a
+    `log` line; the names removed. Only at a start, before anything is saved (every process
+    calls it; process 0 removes)."""
+    names = []
+    if jax.process_index() == 0 and os.path.isdir(self.directory):
+      names = sorted(n for n in os.listdir(self.directory) if ORBAX_TMP.fullmatch(n))
+      for name in names:
+        path = os.path.join(self.directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+          shutil.rmtree(path)
+        else:
+          os.remove(path)
+      if names:
+        log(f"note: removed the unfinished checkpoint save(s) {', '.join(names)} from "
+            f"{self.directory} (a save cut short by a crash or a storage error)")
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes("phd_jax_checkpoint_temporaries_cleaned")
+    return names
+
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    if not self.failed:
+      with self._storage_errors():
+        self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.close()
+    if self._closed:
+      return
+    if self.failed:
+      self._abandon()
+      return
+    with self._storage_errors():
+      self.manager.close()
+    self._closed = True
+
+  @contextlib.contextmanager
+  def _storage_errors(self):
+    """A storage error from orbax becomes a CheckpointSaveError (kept in self.failed)."""
+    try:
+      yield
+    except Exception as e:
+      cause = recovery.storage_cause(e)
+      if cause is None:
+        raise
+      self.failed = self._save_error(cause)
+      recovery.mark_failed(self.directory)
+      self._abandon()
+      raise self.failed from e
+
+  def _abandon(self) -> None:  # after a failed save: its further complaints repeat the failure
+    if not self._closed:
+      self._closed = True
+      with contextlib.suppress(Exception):
+        self.manager.close()
+
+  def _save_error(self, cause: BaseException) -> CheckpointSaveError:
+    text = str(cause)
+    tmp = re.search(r"/(\d+)\.orbax-checkpoint-tmp", text)
+    step = int(tmp.group(1)) if tmp else self._saving
+    code = cause.errno if isinstance(cause, OSError) else None
+    if found := re.search(r"os_error_code=\\?'?(\d+)", text):  # tensorstore's
+      code = int(found.group(1))
+    why = (f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+           if code in recovery.STORAGE_ERRNOS else recovery.reason(cause, self.directory))
+    kept = sorted(int(n) for n in os.listdir(self.directory)
+                  if n.isdigit() and int(n) != step) if os.path.isdir(self.directory) else []
+    intact = (f"the earlier checkpoints are intact (newest: step {kept[-1]})" if kept else
+              "no earlier checkpoint was written")
+    return CheckpointSaveError(
+        f"could not save the checkpoint of step {step} in {self.directory}: {why}; {intact}. "
+        "Free some space (or raise the quota or file size limit) and run the same command "
+        "again: it resumes from the newest intact checkpoint and removes the unfinished save")
 
 
 def saved_run_config(workdir: str) -> ml_collections.ConfigDict | None:
-  """The config of the latest checkpoint in `workdir`; None if it has none."""
+  """The config of the newest checkpoint in `workdir` whose config reads; None if it has none.
+  (The training start that follows names and moves aside the steps that do not restore.)"""
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
   ckpt = Checkpointer(workdir, keep=1)
-  step = ckpt.latest_step()
-  cfg = None if step is None else ckpt.saved_config(step)
-  ckpt.close()
-  return cfg
+  try:
+    found = ckpt.restore_newest(ckpt.saved_config, log=lambda _: None, move_aside=False)
+  finally:
+    ckpt.close()
+  return found[1] if found else None
 
 
 def _restore_target(x) -> jax.ShapeDtypeStruct:

@@ -8,6 +8,7 @@ import re
 import tempfile
 
 ORBAX_TMP = re.compile(r".*\.orbax-checkpoint-tmp.*")
+DAMAGED = re.compile(r"\d+\.damaged(\.\d+)?")  # steps that did not restore, moved aside
 ITEMS = ("state", "config")  # what every phd_jax checkpoint step holds (see checkpoint.py)
 
 
@@ -28,7 +29,9 @@ def prepare_workdir(workdir: str) -> str:
 
 
 def _check_checkpoints(directory: str) -> None:
-  """WORKDIR/checkpoints holds only step folders of this program (and orbax's temporaries)."""
+  """WORKDIR/checkpoints holds only step folders of this program, orbax's temporaries and the
+  damaged steps moved aside; a step folder that lost an item (orbax's _CHECKPOINT_METADATA and
+  another item still there) is ours, damaged: the restore skips it and moves it aside."""
   if not os.path.exists(directory):
     return
   if not os.path.isdir(directory):
@@ -36,10 +39,11 @@ def _check_checkpoints(directory: str) -> None:
                      "this program writes. Move it away or use another --workdir")
   for name in sorted(os.listdir(directory)):
     path = os.path.join(directory, name)
-    if ORBAX_TMP.fullmatch(name):
+    if ORBAX_TMP.fullmatch(name) or (DAMAGED.fullmatch(name) and os.path.isdir(path)):
       continue
-    ours = (name.isdigit() and os.path.isdir(path)
-            and all(os.path.isdir(os.path.join(path, item)) for item in ITEMS))
+    has = [os.path.isdir(os.path.join(path, item)) for item in ITEMS]
+    damaged = any(has) and os.path.isfile(os.path.join(path, "_CHECKPOINT_METADATA"))
+    ours = name.isdigit() and os.path.isdir(path) and (all(has) or damaged)
     if not ours:
       raise ValueError(
           f"{path} is not a phd_jax checkpoint (expected step folders holding {ITEMS}): this "

@@ -17,7 +17,7 @@ from phd_jax.config.mesh import rules as mesh_rules
 from phd_jax.data import tokenizers, windows
 from phd_jax.model import sharding
 from phd_jax.model.transformer import param_count
-from phd_jax.run.checkpoint import Checkpointer, check_compatible
+from phd_jax.run.checkpoint import Checkpointer, check_compatible, warn
 from phd_jax.run.workdir import prepare_workdir
 from phd_jax.spec import PHDSpec
 from phd_jax.train.state import create_state, make_train_step
@@ -72,13 +72,20 @@ def start_run(cfg: ml_collections.ConfigDict, workdir: str) -> Run:
   val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
          for b in windows.val_batches(splits.val, t.seq_len, t.batch_size, t.val_batches)]
   ckpt = Checkpointer(workdir, t.keep_checkpoints)
-  latest = ckpt.latest_step()  # 0 for a run imported from OLMo2: resumed all the same
-  start = latest or 0
-  if latest is not None:
-    changed = check_compatible(workdir, start, ckpt.saved_config(start), cfg)
-    state = ckpt.restore(start, state, train_iter)
+  log = warn if chief else (lambda message: None)  # recovery notes, on stderr
+  ckpt.clean_temporaries(log)  # what a save cut short (a crash, a full disk) left behind
+
+  def restore(step: int) -> list[str]:  # checks the config of the step that actually restores
+    changed = check_compatible(workdir, step, ckpt.saved_config(step), cfg)
+    ckpt.restore(step, state, train_iter)
+    return changed
+
+  # The newest step that restores; newer damaged ones are named and moved aside (STEP.damaged).
+  found = ckpt.restore_newest(restore, log=log)
+  start = found[0] if found else 0  # 0 also for a run imported from OLMo2: resumed all the same
+  if found:
     say(f"resumed from step {start} in {workdir}"
-        + (f" (changed model fields: {'; '.join(changed)})" if changed else ""))
+        + (f" (changed model fields: {'; '.join(found[1])})" if found[1] else ""))
   say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
       f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
       f"{spec.num_copies * t.seq_len} model tokens per sequence; mesh {dict(mesh.shape)} over "
