@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 
 from configs import base
 from experiments import runner
+from phd_jax import files
 from phd_jax.data import text
 
 
@@ -57,7 +58,7 @@ def _pm(mean: float, std: float, fmt: str = ".4f") -> str:
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
-  with open(path, "w", newline="") as f:
+  with files.atomic_open(path, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)

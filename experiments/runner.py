@@ -20,10 +20,11 @@ import time
 import ml_collections
 
 from configs import base
+from phd_jax import files as fs
 from phd_jax.model.flops import step_flops  # one FLOP count for sweeps and MFU
 from phd_jax.train.loop import train_and_evaluate
-
-LN2 = math.log(2.0)
+from phd_jax.train.metrics import read_rows
+from phd_jax.train.validation import LN2
 
 # model shape, then the training recipe; both scales fit this repo's 2-core CPU machine
 SCALES = {
@@ -106,10 +107,7 @@ def train_one(run: Run, scale: str, seed: int, out: str, keep_checkpoints: bool)
   summary.update(expected, seconds=time.time() - t0)
   if not keep_checkpoints:  # the curves and summary are the result; checkpoints are bulk
     shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  tmp = done + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(summary, f)
-  os.replace(tmp, done)  # atomic: a half-written summary never marks a run done
+  fs.write_text(done, json.dumps(summary))  # atomic: a half-written summary never marks it done
   return summary
 
 
@@ -118,14 +116,11 @@ def curves(run: Run, seed: int, out: str, summary: dict) -> list[dict]:
   per_step_tokens = summary["tokens"] / summary["steps"]
   per_step_flops = summary["flops"] / summary["steps"]
   rows = []
-  with open(os.path.join(out, "runs", f"{run.name}-s{seed}", "metrics.jsonl")) as f:
-    for line in f:
-      r = json.loads(line)
-      split, bpb = (("train", r["loss"] / LN2) if "loss" in r
-                    else ("val", r["val_bits_per_byte"]))
-      rows.append(dict(run=run.label, seed=seed, step=r["step"],
-                       tokens=r["step"] * per_step_tokens, flops=r["step"] * per_step_flops,
-                       split=split, bits_per_byte=bpb))
+  for r in read_rows(os.path.join(out, "runs", f"{run.name}-s{seed}", "metrics.jsonl")):
+    split, bpb = ("train", r["loss"] / LN2) if "loss" in r else ("val", r["val_bits_per_byte"])
+    rows.append(dict(run=run.label, seed=seed, step=r["step"],
+                     tokens=r["step"] * per_step_tokens, flops=r["step"] * per_step_flops,
+                     split=split, bits_per_byte=bpb))
   return rows
 
 

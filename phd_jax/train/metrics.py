@@ -20,7 +20,7 @@ class MetricsLog:
   def __init__(self, workdir: str, resume_step: int):
     self.path = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(self.path):
-      rows = [r for r in _read_rows(self.path) if r["step"] <= resume_step]
+      rows = [r for r in read_rows(self.path) if r["step"] <= resume_step]
       with fs.atomic_open(self.path) as f:  # a crash here loses no rows
         f.writelines(json.dumps(r) + "\n" for r in rows)
     self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1,
@@ -37,7 +37,7 @@ class MetricsLog:
     self.tb.close()
 
 
-def _read_rows(path: str) -> list[dict]:
+def read_rows(path: str) -> list[dict]:
   """The rows of a metrics.jsonl; a torn last line (a kill mid-write) is dropped."""
   with open(path) as f:
     lines = [line for line in f if line.strip()]
