@@ -7,15 +7,22 @@ consume: chips x peak FLOP/s x MFU / (6 x params x K) (the PHD model computes ev
 times). The last line holds `ratio=`: loader tokens/s over consumed tokens/s; it must stay > 1.
 
   python -m experiments.bench_data [--token_dir=DIR] [--batches=20] [--chips=8 --peak_tflops=989]
+  python -m experiments.bench_data --bucket=gs://B/bench,s3://B/bench --shard_tokens=1000000
 
 Without --token_dir it writes synthetic uint32 shards (random ids of the 100k vocabulary) to a
 temporary directory. The first pass reads from disk, later ones from the page cache; both shown.
+--bucket (URL prefixes, comma separated) copies the same shards into each bucket and measures the
+same loader reading them there (one ranged read per window, phd_jax/data/tokens.py) side by side
+with the local shards, in one run: a table of tokens/s and a `storage=URL ... vs_local=` line per
+bucket. The object stores are the ones the standard variables select: STORAGE_EMULATOR_HOST and
+AWS_ENDPOINT_URL point them at local emulators (whose rates are the emulators': the GCS one
+serves one request at a time). The copies are deleted afterwards; the last line stays the local
+shards' (or --token_dir's) `ratio=`.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 
@@ -24,6 +31,7 @@ from absl import flags
 
 from configs import base, model_1_2b
 from experiments import cli
+from phd_jax import files as fs
 from phd_jax.cli import common
 from phd_jax.data import tokenizers, windows
 from phd_jax.data import tokens as token_data
@@ -39,13 +47,15 @@ _CHIPS = flags.DEFINE_integer("chips", 8, "Accelerators per host.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 989.0, "bf16 dense, per chip (H100 SXM: 989; "
                                   "TPU v5p: 459).")
 _MFU = flags.DEFINE_float("mfu", 0.5, "Model FLOPs utilization of the train steps.")
+_BUCKET = flags.DEFINE_list("bucket", [], "gs:// / s3:// URL prefixes, comma separated: the "
+                            "shards are copied there and read back beside the local ones.")
 
 
 def synthetic_shards(directory: str, shards: int, tokens: int, vocab: int) -> list:
   rng = np.random.default_rng(0)
   out = []
   for i in range(shards):
-    path = os.path.join(directory, f"{i:05d}.bin")
+    path = fs.join(directory, f"{i:05d}.bin")
     rng.integers(0, vocab, tokens, dtype=np.uint32).astype("<u4").tofile(path)
     out.append(token_data._raw_shard(path, "uint32", "dtype"))
   return out
@@ -61,12 +71,40 @@ def loader_tokens_per_s(source, seq_len: int, batch_size: int, batches: int) -> 
   return batches * batch_size * seq_len / (time.perf_counter() - t)
 
 
+def in_bucket(shards: list, url: str) -> list:
+  """The shards' copies under the URL prefix `url` (same dtype, offset and length)."""
+  return [s._replace(path=fs.join(url, f"{i:05d}-{fs.basename(s.path)}"))
+          for i, s in enumerate(shards)]
+
+
+def measure(shards: list, seq_len: int, batch: int, batches: int) -> list[float]:
+  """tokens/s of two passes of the training loader over `shards`."""
+  source = token_data.TokenWindows(shards, seq_len)
+  return [loader_tokens_per_s(source, seq_len, batch, batches) for _ in range(2)]
+
+
+def side_by_side(results: dict[str, list[float]], consumed: float) -> str:
+  """The table of every storage's tokens/s, against the train step and the first (local) one."""
+  base_rate = min(next(iter(results.values())))
+  width = max(len("storage"), *map(len, results))
+  lines = [f"{'storage':<{width}}  {'pass 1 tok/s':>12}  {'pass 2 tok/s':>12}  "
+           f"{'x train step':>12}  {'x local':>8}"]
+  for name, (a, b) in results.items():
+    lines.append(f"{name:<{width}}  {a / 1e6:>11.2f}M  {b / 1e6:>11.2f}M  "
+                 f"{min(a, b) / consumed:>11.2f}x  {min(a, b) / base_rate:>7.3f}x")
+  return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
   cli.no_positional(argv)
   batches, chips = cli.at_least(_BATCHES, 1), cli.at_least(_CHIPS, 1)
   peak, mfu, token_dir = _PEAK_TFLOPS.value, _MFU.value, _TOKEN_DIR.value
   cli.check(peak > 0, f"--peak_tflops={peak:g} must be > 0")
   cli.check(0 < mfu <= 1, f"--mfu={mfu:g} must be in (0, 1]")
+  buckets = [u.strip().rstrip("/") for u in _BUCKET.value if u.strip()]
+  for url in buckets:
+    cli.check(fs.is_url(url), f"--bucket={url} must be a gs://BUCKET/... or s3://BUCKET/... URL")
+    fs.check_access(url, "--bucket", write=True)
   cfg = model_1_2b.get_config(_VARIANT.value)
   seq_len, batch = cfg.train.seq_len, cli.at_least(_BATCH_SIZE, 0) or cfg.train.batch_size
   params = sum(math.prod(s) for s in param_shapes(cfg.model).values())
@@ -84,11 +122,27 @@ def main(argv: list[str]) -> None:
       n, size = cli.at_least(_SHARDS, 1), cli.at_least(_SHARD_TOKENS, 2)
       shards = synthetic_shards(tmp, n, size, cfg.model.vocab_size)
       where = f"synthetic: {n} x {size / 1e6:.1f}M uint32 tokens"
-    source = token_data.TokenWindows(shards, seq_len)
-    print(f"shards: {where}; {len(source)} windows", flush=True)
-    rates = [loader_tokens_per_s(source, seq_len, batch, batches) for _ in range(2)]
+    print(f"shards: {where}; {len(token_data.TokenWindows(shards, seq_len))} windows", flush=True)
+    rates = measure(shards, seq_len, batch, batches)
+    results = {token_dir if fs.is_url(token_dir) else "local": rates}
+    for url in buckets:
+      copies = in_bucket(shards, url)
+      try:
+        for s, c in zip(shards, copies):
+          fs.copy_file(s.path, c.path)
+        results[url] = measure(copies, seq_len, batch, batches)
+      finally:  # only what this run wrote: the prefix may hold other objects
+        for c in copies:
+          if fs.exists(c.path):
+            fs.remove(c.path)
   for name, r in zip(("first pass", "cached"), rates):
     print(f"loader ({name}): {r / 1e6:.1f}M tok/s = {r / consumed:.1f}x the train step")
+  if buckets:
+    print(side_by_side(results, consumed))
+    for url in buckets:
+      r = min(results[url])
+      print(f"storage={url} loader_tok_s={r:.0f} ratio={r / consumed:.2f} "
+            f"vs_local={r / min(rates):.4f}")
   print(f"loader_tok_s={min(rates):.0f} consumed_tok_s={consumed:.0f} "
         f"ratio={min(rates) / consumed:.2f}")
 
@@ -100,9 +154,8 @@ def _data_cfg(token_dir: str):
 
 
 def _tokenizer_of(token_dir: str):
-  with open(os.path.join(token_dir, "metadata.json")) as f:
-    t = json.load(f)["tokenizer"]
-  return tokenizers.load(os.path.join(token_dir, t["file"]) if t["file"] else t["spec"])
+  t = json.loads(fs.read_text(fs.join(token_dir, "metadata.json")))["tokenizer"]
+  return tokenizers.load(fs.join(token_dir, t["file"]) if t["file"] else t["spec"])
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
   phd-evaluate --workdir=RUN --tasks=paper --out=results.json
   phd-evaluate --workdir=RUN --tasks=my_task --include_path=tasks/   (local YAML tasks, offline)
+
+--workdir and --out may be gs:// or s3:// URLs (one out of reach fails before the model loads);
+--include_path is a local folder (lm-eval reads it itself).
 """
 from __future__ import annotations
 
 from absl import flags
 
+from phd_jax import files as fs
 from phd_jax.cli import common
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.eval.harness import PHDLM
@@ -29,6 +33,9 @@ def main(argv: list[str]) -> None:
   tasks = eval_tasks.expand_tasks(_TASKS.value)
   if not tasks:
     raise ValueError("--tasks is empty (task names, comma separated, or 'paper')")
+  fs.check_access(_WORKDIR.value, "--workdir")  # buckets out of reach fail now, not after the
+  if _OUT.value:  # task index is read or the whole evaluation has run
+    fs.check_access(_OUT.value, "--out", write=True)
   manager = eval_tasks.resolve_tasks(tasks, _INCLUDE.value)
   lm = PHDLM.from_run(_WORKDIR.value, _BATCH.value)  # the newest step that loads
   print(f"# {_WORKDIR.value}, checkpoint step {lm.step}", flush=True)

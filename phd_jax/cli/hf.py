@@ -3,13 +3,15 @@
   phd-hf import --hf_dir=DIR --config=configs/phd.py --workdir=RUN   (a step-0 checkpoint)
   phd-hf export --workdir=RUN --out=DIR                              (K = 1 runs only)
 
-Export reads the newest checkpoint that loads (a damaged newer one is named on stderr).
+Export reads the newest checkpoint that loads (a damaged newer one is named on stderr). Every
+directory may be a gs:// or s3:// URL; one out of reach fails before any model is built.
 """
 from __future__ import annotations
 
 from absl import flags
 from ml_collections import config_flags
 
+from phd_jax import files as fs
 from phd_jax.cli import common
 from phd_jax.interop.olmo2 import import_run, save_olmo2
 from phd_jax.run.load import load_run
@@ -28,12 +30,15 @@ def main(argv: list[str]) -> None:
   if command == "import":
     if not (_HF_DIR.value and _CONFIG.value):
       raise ValueError("import needs --hf_dir, --config and --workdir")
+    fs.check_access(_HF_DIR.value, "--hf_dir")
+    fs.check_access(_WORKDIR.value, "--workdir", write=True)
     import_run(_HF_DIR.value, _CONFIG.value, _WORKDIR.value)
     print(f"imported {_HF_DIR.value} into {_WORKDIR.value} (step 0); continue with:\n"
           f"  phd-train --workdir={_WORKDIR.value}")
   elif command == "export":
     if not _OUT.value:
       raise ValueError("export needs --workdir and --out")
+    fs.check_access(_OUT.value, "--out", write=True)  # before the checkpoint is read
     model, _, step = load_run(_WORKDIR.value)
     save_olmo2(model, _OUT.value)
     print(f"exported {_WORKDIR.value} (step {step}) to {_OUT.value} as OLMo2")

@@ -2,6 +2,9 @@
 
   phd-prepare --input='corpus/*.jsonl' --tokenizer=bpe.json --out=data/tok
   phd-prepare --hf_dataset=NAME [--hf_config=C] [--split=train] --tokenizer=T --out=D
+  phd-prepare --input='gs://corpus/*.jsonl' --tokenizer=gs://tok/bpe.json --out=gs://data/tok
+
+Every path (--input, --tokenizer, --out) may be local or a gs:// / s3:// URL.
 """
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ from absl import flags
 from phd_jax.cli import common
 from phd_jax.data.prepare import prepare, report
 
-_INPUT = flags.DEFINE_string("input", "", "Glob(s), comma separated: .txt (one document per "
-                             "file), .jsonl/.json (one per line), .parquet.")
+_INPUT = flags.DEFINE_string("input", "", "Glob(s), comma separated, local or gs:// / s3://: "
+                             ".txt (one document per file), .jsonl/.json (one per line), "
+                             ".parquet.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "bytes",
                                  "'bytes', a tokenizer.json or a SentencePiece .model.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_OUT = flags.DEFINE_string("out", None, "Output directory: a local path or a gs:// / s3:// URL.")
 _TEXT_FIELD = flags.DEFINE_string("text_field", "text",
                                   "JSON field / parquet column holding the text.")
 _VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.01,

@@ -1,6 +1,8 @@
 """phd-tokenizer: train a byte-level BPE with HF `tokenizers` (phd_jax/data/bpe.py).
 
   phd-tokenizer --input='corpus/**/*.txt' --vocab_size=4096 --out=bpe.json
+
+--input globs and --out may be gs:// / s3:// URLs as well as local paths.
 """
 from __future__ import annotations
 

@@ -18,8 +18,7 @@ MIN_FREQUENCY = 2  # a pair seen once is not merged
 
 def _texts(paths: list[str]) -> Iterator[str]:
   for path in paths:
-    with open(path, "rb") as fh:
-      yield fh.read().decode("utf-8", errors="replace")
+    yield fs.read_bytes(path).decode("utf-8", errors="replace")
 
 
 def train_bpe(paths: list[str], vocab_size: int, out: str) -> None:

@@ -3,13 +3,17 @@
 Formats, by extension: `.jsonl`/`.json` (one JSON object per line, its `text_field`), `.parquet`
 (the `text_field` column), anything else: the whole file is one UTF-8 document. Each record comes
 back as `Doc(where, text, problem)`: `where` names the file and line/row; a record that cannot be
-used has `text=None` and a `problem` that prepare counts and reports.
+used has `text=None` and a `problem` that prepare counts and reports. Paths may be `gs://` /
+`s3://` URLs (phd_jax.files): jsonl and parquet files are streamed, never downloaded whole first.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import NamedTuple
+
+from phd_jax import files as fs
 
 
 class Doc(NamedTuple):
@@ -37,7 +41,7 @@ def _checked(where: str, text) -> Doc:
 
 
 def _jsonl(path: str, field: str) -> Iterator[Doc]:
-  with open(path, "rb") as f:
+  with fs.open(path, "rb") as f:
     for n, raw in enumerate(f, 1):
       where = f"{path}:{n}"
       if not raw.strip():
@@ -58,20 +62,20 @@ def _jsonl(path: str, field: str) -> Iterator[Doc]:
 
 def _parquet(path: str, field: str) -> Iterator[Doc]:
   import pyarrow.parquet as pq
-  pf = pq.ParquetFile(path)
-  if field not in pf.schema_arrow.names:
-    raise InputError(f"{path}: no column {field!r} (columns: {pf.schema_arrow.names}); "
-                     "set --text_field")
-  row = 0
-  for batch in pf.iter_batches(columns=[field], batch_size=4096):
-    for text in batch.column(0).to_pylist():
-      yield _checked(f"{path}:row {row}", text)
-      row += 1
+  with (fs.open(path, "rb") if fs.is_url(path) else contextlib.nullcontext(path)) as source:
+    pf = pq.ParquetFile(source)  # a URL: a seekable stream, so only the needed ranges are read
+    if field not in pf.schema_arrow.names:
+      raise InputError(f"{path}: no column {field!r} (columns: {pf.schema_arrow.names}); "
+                       "set --text_field")
+    row = 0
+    for batch in pf.iter_batches(columns=[field], batch_size=4096):
+      for text in batch.column(0).to_pylist():
+        yield _checked(f"{path}:row {row}", text)
+        row += 1
 
 
 def _text(path: str) -> Iterator[Doc]:
-  with open(path, "rb") as f:
-    raw = f.read()
+  raw = fs.read_bytes(path)
   try:
     yield _checked(path, raw.decode("utf-8"))
   except UnicodeDecodeError as e:

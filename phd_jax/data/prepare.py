@@ -1,4 +1,4 @@
-"""Tokenizes a corpus once, in parallel, into flat token shards that every host memory-maps:
+"""Tokenizes a corpus once, in parallel, into flat token shards that every host reads by window:
 
   phd-prepare --input='corpus/*.jsonl' --tokenizer=bpe.json --out=data/tok
   phd-prepare --hf_dataset=NAME [--hf_config=C] [--split=train] --tokenizer=T --out=D
@@ -10,6 +10,12 @@ same side). The input is cut into units (runs of whole files, or row ranges of a
 the input alone, one shard pair per unit: the bytes do not depend on --num_workers. Each shard is
 written under a temporary name and renamed when complete, then a marker in DIR/parts/ records it:
 a rerun skips the finished units, and a killed run leaves no partial shard visible.
+
+--out and --input may be `gs://` / `s3://` URLs (phd_jax.files): a shard is written to a local
+temporary file and uploaded whole once complete (an object never shows a partial shard), markers
+and metadata.json likewise; nothing local is created for a URL. A unit's key holds each input's
+stamp (size and mtime locally, size and generation/etag of an object), so a rerun skips a unit
+only while its inputs are unchanged.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ def plan_units(files: list[str], shard_bytes: int) -> list[list[str]]:
   units, cur, size = [], [], 0
   for f in files:
     cur.append(f)
-    size += os.path.getsize(f)
+    size += fs.size(f)
     if size >= shard_bytes:
       units.append(cur)
       cur, size = [], 0
@@ -67,7 +73,7 @@ def prepare_unit(job: dict) -> dict:
   tok = _tokenizer(job["tokenizer"])
   dtype = np.dtype(job["dtype"]).newbyteorder("<")
   out, name = job["out"], job["name"]
-  paths = {s: os.path.join(out, s, name + ".bin") for s in ("train", "val")}
+  paths = {s: fs.join(out, s, name + ".bin") for s in ("train", "val")}
   stats = {s: {"tokens": 0, "documents": 0, "max_id": -1} for s in paths}
   skipped, examples, hasher = Counter(), {}, hashlib.sha256()
 
@@ -100,7 +106,7 @@ def prepare_unit(job: dict) -> dict:
   marker = {"name": name, "key": job["key"], "content_sha256": hasher.hexdigest(),
             "skipped": dict(skipped), "skip_examples": examples,
             **{s: {"file": f"{s}/{name}.bin", **stats[s]} for s in paths}}
-  fs.write_text(os.path.join(out, "parts", name + ".json"), json.dumps(marker, sort_keys=True))
+  fs.write_text(fs.join(out, "parts", name + ".json"), json.dumps(marker, sort_keys=True))
   return marker
 
 
@@ -118,11 +124,13 @@ def make_jobs(args: dict, tok: toks.Tokenizer) -> list[dict]:
       hf = (args["hf_dataset"], args["hf_config"], args["split"], start, min(start + per, rows))
       jobs.append({**common, "hf": hf, "key": [*settings, list(hf), ds._fingerprint]})
   else:
+    for g in args["input"].split(","):
+      fs.check_access(g.strip(), "--input")
     files = fs.expand(args["input"])
     if not files:
       raise ValueError(f"--input={args['input']!r} matches no files")
     for unit in plan_units(files, args["shard_bytes"]):
-      stat = [[os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns] for f in unit]
+      stat = [[fs.absolute(f), *fs.stamp(f)] for f in unit]
       jobs.append({**common, "files": unit, "key": [*settings, stat]})
   for i, job in enumerate(jobs):
     job["name"] = f"{i:05d}"
@@ -132,16 +140,15 @@ def make_jobs(args: dict, tok: toks.Tokenizer) -> list[dict]:
 def _done(job: dict) -> dict | None:
   """The marker of a unit finished by an earlier run with the same key, if its shards are whole."""
   try:
-    with open(os.path.join(job["out"], "parts", job["name"] + ".json")) as f:
-      marker = json.load(f)
+    marker = json.loads(fs.read_text(fs.join(job["out"], "parts", job["name"] + ".json")))
   except (OSError, ValueError):
     return None
   if marker.get("key") != json.loads(json.dumps(job["key"])):
     return None
   itemsize = np.dtype(job["dtype"]).itemsize
   for s in ("train", "val"):
-    path = os.path.join(job["out"], marker[s]["file"])
-    if not os.path.exists(path) or os.path.getsize(path) != marker[s]["tokens"] * itemsize:
+    path = fs.join(job["out"], marker[s]["file"])
+    if not fs.exists(path) or fs.size(path) != marker[s]["tokens"] * itemsize:
       return None
   return marker
 
@@ -158,13 +165,15 @@ def prepare(input: str = "", tokenizer: str = "bytes", out: str = "", text_field
     raise ValueError("give exactly one of --input=GLOB and --hf_dataset=NAME")
   if not 0 <= val_fraction < 1:
     raise ValueError(f"--val_fraction={val_fraction} is invalid: must be in [0, 1)")
-  args = dict(input=input, tokenizer=tokenizer, out=os.path.abspath(out), text_field=text_field,
+  fs.check_access(out, "--out", write=True)
+  args = dict(input=input, tokenizer=tokenizer, out=fs.absolute(out), text_field=text_field,
               val_fraction=val_fraction, hf_dataset=hf_dataset, hf_config=hf_config,
               split=split, shard_bytes=shard_bytes, rows_per_shard=rows_per_shard)
   tok = toks.load(tokenizer)
   jobs = make_jobs(args, tok)
   for d in ("train", "val", "parts"):
-    os.makedirs(os.path.join(args["out"], d), exist_ok=True)
+    fs.makedirs(fs.join(args["out"], d))
+  _forget_listings(args["out"])
   markers = {j["name"]: m for j in jobs if (m := _done(j)) is not None}
   todo = [j for j in jobs if j["name"] not in markers]
   bar = tqdm(total=len(jobs), initial=len(markers), unit="shard", desc="prepare",
@@ -185,15 +194,23 @@ def prepare(input: str = "", tokenizer: str = "bytes", out: str = "", text_field
       if on_unit:
         on_unit(markers[job["name"]])
   bar.close()
+  _forget_listings(args["out"])  # the workers wrote objects this process has not listed
   return _finish(args, tok, jobs, markers)
+
+
+def _forget_listings(out: str) -> None:
+  """Drops the object store client's cached listings of OUT: another process (a worker, an
+  earlier run) may have written there since, and a stale listing hides finished shards."""
+  if fs.is_url(out):
+    fs.filesystem(out).invalidate_cache()
 
 
 def _finish(args: dict, tok: toks.Tokenizer, jobs: list[dict], markers: dict) -> dict:
   out, ordered = args["out"], [markers[j["name"]] for j in jobs]
   keep = {m[s]["file"] for m in ordered for s in ("train", "val")}
-  for stale in fs.expand(os.path.join(out, "*", "*.bin*")):  # other inputs' units, killed writes
-    if os.path.relpath(stale, out) not in keep:
-      os.remove(stale)
+  for stale in fs.expand(fs.join(out, "*", "*.bin*")):  # other inputs' units, killed writes
+    if fs.relpath(stale, out) not in keep:
+      fs.remove(stale)
   skipped, examples = Counter(), {}
   for m in ordered:
     skipped.update(m["skipped"])
@@ -202,7 +219,7 @@ def _finish(args: dict, tok: toks.Tokenizer, jobs: list[dict], markers: dict) ->
   tok_file = None
   if tok.path is not None:
     tok_file = toks.RUN_FILES[tok.kind]
-    fs.copy_file(tok.path, os.path.join(out, tok_file))
+    fs.copy_file(tok.path, fs.join(out, tok_file))
   meta = {
       "format": FORMAT,
       "tokenizer": {"spec": args["tokenizer"], "file": tok_file, "name": tok.name,
@@ -219,7 +236,7 @@ def _finish(args: dict, tok: toks.Tokenizer, jobs: list[dict], markers: dict) ->
                  for s in ("train", "val")},
       "skipped": dict(sorted(skipped.items())), "skip_examples": examples,
   }
-  fs.write_text(os.path.join(out, "metadata.json"), json.dumps(meta, indent=1, sort_keys=True))
+  fs.write_text(fs.join(out, "metadata.json"), json.dumps(meta, indent=1, sort_keys=True))
   return meta
 
 

@@ -3,7 +3,9 @@
 The default corpus is the running interpreter's own standard library (.py files, site-packages
 excluded): ~30 MB of real text on every machine that runs this code. Its size and a fingerprint
 are logged, since different Python versions ship different files. Files are split into train and
-validation by a hash of their relative paths (phd_jax.files.split_files).
+validation by a hash of their relative paths (phd_jax.files.split_files). `data.text_files` globs
+may name `gs://` / `s3://` URLs: each file is read whole into memory; the split and the fingerprint
+are those of the same files on local disk.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ class Corpus:
 
 def stdlib_files() -> tuple[str, list[str]]:
   root = sysconfig.get_paths()["stdlib"]
-  files = [f for f in fs.expand(os.path.join(root, "**", "*.py"))
-           if "site-packages" not in os.path.relpath(f, root).split(os.sep)]
+  files = [f for f in fs.expand(fs.join(root, "**", "*.py"))
+           if "site-packages" not in fs.relpath(f, root).split(os.sep)]
   return root, files
 
 
@@ -47,8 +49,10 @@ def load_corpus(d: ml_collections.ConfigDict) -> Corpus:
     root, files = stdlib_files()
     name = f"stdlib (Python {sysconfig.get_python_version()}, {root})"
   else:
+    for g in d.text_files.split(","):
+      fs.check_access(g.strip(), "config.data.text_files")
     files = fs.expand(d.text_files)
-    root, name = (os.path.commonpath(files) if files else ""), f"text_files ({d.text_files})"
+    root, name = (fs.commonpath(files) if files else ""), f"text_files ({d.text_files})"
   if len(files) < 2:
     raise ValueError(f"config.data: source {name} has {len(files)} file(s); at least 2 are "
                      "needed to split train and validation by file")
@@ -57,9 +61,8 @@ def load_corpus(d: ml_collections.ConfigDict) -> Corpus:
   parts = {False: [], True: []}
   hasher = hashlib.sha256()
   for f, v in zip(files, flags):
-    with open(f, "rb") as fh:
-      data = fh.read()
-    hasher.update((os.path.relpath(f, root) if root else f).encode() + b"\0" + data)
+    data = fs.read_bytes(f)
+    hasher.update((fs.relpath(f, root) if root else f).encode() + b"\0" + data)
     parts[v] += [np.frombuffer(data, np.uint8).astype(np.uint16), eos]
   return Corpus(name, np.concatenate(parts[False]), np.concatenate(parts[True]),
                 flags.count(False), flags.count(True), hasher.hexdigest()[:16])

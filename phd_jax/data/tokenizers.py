@@ -7,13 +7,14 @@ loads that copy. `token_bytes` gives the UTF-8 byte length of every id: bits/byt
 any tokenizer.
 
 `config.data.tokenizer` is "bytes" or a path: `*.json` (a Hugging Face `tokenizers` file, e.g.
-OLMo2's tokenizer.json) or `*.model` (SentencePiece).
+OLMo2's tokenizer.json) or `*.model` (SentencePiece). The path, and the workdir the copy goes to,
+may be `gs://` / `s3://` URLs (phd_jax.files): the file is read into memory, never into a local
+copy, and its fingerprint (a hash of its bytes) is the same wherever it lies.
 """
 from __future__ import annotations
 
 import abc
 import hashlib
-import os
 from collections.abc import Sequence
 
 import ml_collections
@@ -53,8 +54,7 @@ class Tokenizer(abc.ABC):
     """Identifies the tokenizer's content (not its path): prepared data records it."""
     if self.path is None:
       return self.name
-    with open(self.path, "rb") as f:
-      return hashlib.sha256(f.read()).hexdigest()[:16]
+    return hashlib.sha256(fs.read_bytes(self.path)).hexdigest()[:16]
 
 
 class ByteTokenizer(Tokenizer):
@@ -84,8 +84,9 @@ class HFTokenizer(Tokenizer):
 
   def __init__(self, path: str):
     import tokenizers  # local: only runs with a tokenizer file pay for the import
-    self.path, self.name = path, os.path.basename(path)
-    self.tok = tokenizers.Tokenizer.from_file(path)
+    self.path, self.name = path, fs.basename(path)
+    self.tok = (tokenizers.Tokenizer.from_str(fs.read_text(path)) if fs.is_url(path)
+                else tokenizers.Tokenizer.from_file(path))
     self._special = {i for i, t in self.tok.get_added_tokens_decoder().items() if t.special}
     ids = [self.tok.token_to_id(n) for n in EOS_NAMES]
     ids = [i for i in ids if i is not None]
@@ -132,8 +133,9 @@ class SentencePieceTokenizer(Tokenizer):
 
   def __init__(self, path: str):
     import sentencepiece
-    self.path, self.name = path, os.path.basename(path)
-    self.sp = sentencepiece.SentencePieceProcessor(model_file=path)
+    self.path, self.name = path, fs.basename(path)
+    self.sp = (sentencepiece.SentencePieceProcessor(model_proto=fs.read_bytes(path))
+               if fs.is_url(path) else sentencepiece.SentencePieceProcessor(model_file=path))
     self.vocab_size = self.sp.get_piece_size()
     self.eos_id = self.sp.eos_id()
     if self.eos_id < 0:
@@ -170,7 +172,8 @@ def load(spec: str) -> Tokenizer:
     raise ValueError("config.data.tokenizer='' is invalid: this config needs a real tokenizer: "
                      "--config.data.tokenizer=PATH to a tokenizer.json (e.g. OLMo2's, see the "
                      "docs/data.md) or a SentencePiece .model")
-  if not os.path.isfile(spec):
+  fs.check_access(spec, "config.data.tokenizer")
+  if not fs.isfile(spec):
     raise ValueError(f"config.data.tokenizer={spec!r} is invalid: no such file (allowed: "
                      "'bytes', a tokenizer.json, a SentencePiece .model)")
   if spec.endswith(".json"):
@@ -199,7 +202,7 @@ def for_run(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:
   spec = cfg.data.tokenizer
   if spec != "bytes":
     for kind, fname in RUN_FILES.items():
-      copy = os.path.join(workdir, fname)
-      if os.path.isfile(copy):
+      copy = fs.join(workdir, fname)
+      if fs.isfile(copy):
         return HFTokenizer(copy) if kind == "hf" else SentencePieceTokenizer(copy)
   return load(spec)

@@ -1,4 +1,4 @@
-"""Pretokenized training data: flat token files, memory-mapped, read as random-access windows.
+"""Pretokenized training data: flat token files read as random-access windows.
 
 `config.data.source="tokens"` with either
   - `data.token_dir`: a directory written by phd-prepare (metadata.json names its shards,
@@ -8,11 +8,17 @@
     files are split into train/val by a hash of their names, like data.source=text_files.
 Everything is checked before training: the tokenizer's vocab against the model's, each file's size
 against its dtype, and the ids against the tokenizer's vocab.
+
+Every path may be local or a `gs://` / `s3://` URL (phd_jax.files). Local shards are memory-mapped.
+Shards in a bucket are never downloaded whole and have no local cache: each window is one ranged
+read (a GET of its seq_len + 1 tokens' bytes), a `.npy` header is parsed from the first bytes of
+the object, and checking ids reads the object in ranged chunks. A corpus far larger than the
+local disk trains straight from the bucket; the price is one request per window.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 from typing import NamedTuple
 
 import grain
@@ -24,6 +30,7 @@ from phd_jax.data.tokenizers import Tokenizer
 
 RAW_DTYPES = ("uint16", "uint32", "int32", "int64")
 SCAN_CHUNK = 1 << 24  # tokens per read while checking ids
+NPY_HEAD = 4096  # bytes first read of a .npy in a bucket: its whole header, nearly always
 
 
 class Shard(NamedTuple):
@@ -36,14 +43,16 @@ class Shard(NamedTuple):
 class TokenWindows(grain.sources.RandomAccessDataSource):
   """Windows of seq_len + 1 tokens over a list of shards; no window straddles two shards.
 
-  Memmaps open lazily and are not pickled, so the source is cheap to hand to grain workers.
+  Local shards are memory-mapped lazily (memmaps are not pickled); a shard in a bucket is read
+  with one ranged read per window and no handle is kept, so the source stays a few strings and
+  integers: cheap to hand to grain workers.
   """
 
   def __init__(self, shards: list[Shard], seq_len: int, name: str = "tokens"):
     self.shards, self.seq_len = [s for s in shards if s.tokens > seq_len], seq_len
     counts = [(s.tokens - 1) // seq_len for s in self.shards]
     self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [num_shards + 1]
-    self._maps: list | None = None
+    self._maps: list | None = None  # per shard: a memmap, or None for a URL (ranged reads)
     if len(self) < 1:
       raise ValueError(f"config.train.seq_len={seq_len} is longer than every {name} shard "
                        f"(largest: {max((s.tokens for s in shards), default=0)} tokens)")
@@ -56,11 +65,12 @@ class TokenWindows(grain.sources.RandomAccessDataSource):
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     if self._maps is None:
-      self._maps = [np.memmap(s.path, np.dtype(s.dtype).newbyteorder("<"), "r", s.offset,
-                              (s.tokens,)) for s in self.shards]
+      self._maps = [None if fs.is_url(s.path) else _memmap(s) for s in self.shards]
     k = int(np.searchsorted(self.starts, i, side="right")) - 1
     at = (int(i) - int(self.starts[k])) * self.seq_len
-    w = np.asarray(self._maps[k][at:at + self.seq_len + 1], dtype=np.int32)
+    m = self._maps[k]
+    w = np.asarray(read_tokens(self.shards[k], at, at + self.seq_len + 1) if m is None
+                   else m[at:at + self.seq_len + 1], dtype=np.int32)
     return {"inputs": w[:-1], "targets": w[1:]}
 
 
@@ -70,8 +80,27 @@ class TokenSplits(NamedTuple):
   description: str
 
 
+def _memmap(s: Shard) -> np.memmap:
+  return np.memmap(s.path, _little(s.dtype), "r", s.offset, (s.tokens,))
+
+
+def _little(dtype: str) -> np.dtype:
+  return np.dtype(dtype).newbyteorder("<")
+
+
+def read_tokens(s: Shard, start: int, stop: int) -> np.ndarray:
+  """Tokens [start, stop) of a shard with one ranged read (a seek locally, a GET from a bucket);
+  a file that changed since it was checked is an error, not a short window."""
+  item = np.dtype(s.dtype).itemsize
+  raw = fs.read_range(s.path, s.offset + start * item, s.offset + stop * item)
+  if len(raw) != (stop - start) * item:
+    raise ValueError(f"token file {s.path}: {len(raw)} bytes where tokens [{start}, {stop}) "
+                     f"should be {(stop - start) * item}; it changed since it was checked")
+  return np.frombuffer(raw, _little(s.dtype))
+
+
 def _raw_shard(path: str, dtype: str, field: str) -> Shard:
-  size, item = os.path.getsize(path), np.dtype(dtype).itemsize
+  size, item = fs.size(path), np.dtype(dtype).itemsize
   if size % item:
     raise ValueError(f"token file {path}: {size} bytes is not a multiple of {item} "
                      f"({field}={dtype!r}); a truncated file or the wrong dtype")
@@ -80,13 +109,37 @@ def _raw_shard(path: str, dtype: str, field: str) -> Shard:
 
 def _has_npy_header(path: str) -> bool:
   """OLMo's `.npy` token files are headerless memmaps: only the magic string tells them apart."""
-  with open(path, "rb") as f:
-    return f.read(6) == b"\x93NUMPY"
+  return fs.read_range(path, 0, 6) == b"\x93NUMPY"
+
+
+class _Npy(NamedTuple):  # what a .npy header says (np.load's memmap locally)
+  ndim: int
+  dtype: np.dtype
+  offset: int
+  size: int
+
+
+def _npy_header(path: str) -> _Npy:
+  """The header of a .npy object in a bucket, from ranged reads of its first bytes only."""
+  head = fs.read_range(path, 0, NPY_HEAD)
+  f = io.BytesIO(head)
+  version = np.lib.format.read_magic(f)
+  width = 2 if version == (1, 0) else 4  # the header length's bytes
+  need = 6 + 2 + width + int.from_bytes(head[8:8 + width], "little")
+  if need > len(head):
+    f = io.BytesIO(head + fs.read_range(path, len(head), need))
+    np.lib.format.read_magic(f)
+  shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                     else np.lib.format.read_array_header_2_0)(f)
+  count = int(np.prod(shape))
+  if fs.size(path) < f.tell() + count * dtype.itemsize:
+    raise ValueError(f"its header promises {count} {dtype} items, more than the file holds")
+  return _Npy(len(shape), dtype, f.tell(), count)
 
 
 def _npy_shard(path: str, dtype: str) -> Shard:
   try:
-    arr = np.load(path, mmap_mode="r")
+    arr = _npy_header(path) if fs.is_url(path) else np.load(path, mmap_mode="r")
   except ValueError as e:  # a truncated .npy: its header promises more than the file holds
     raise ValueError(f"token file {path}: not a whole .npy array ({e})") from None
   if arr.ndim != 1 or arr.dtype.name not in RAW_DTYPES:
@@ -99,32 +152,33 @@ def _npy_shard(path: str, dtype: str) -> Shard:
 
 
 def check_ids(shards: list[Shard], vocab: int, what: str) -> None:
-  """Refuses any id outside [0, vocab): one pass over the files, in chunks."""
+  """Refuses any id outside [0, vocab): one pass over the files, in chunks (ranged reads of a
+  bucket's objects)."""
   for s in shards:
-    data = np.memmap(s.path, np.dtype(s.dtype).newbyteorder("<"), "r", s.offset, (s.tokens,)) \
-        if s.tokens else np.zeros(0, np.int64)
+    data = None if fs.is_url(s.path) or not s.tokens else _memmap(s)
     for at in range(0, s.tokens, SCAN_CHUNK):
-      chunk = data[at:at + SCAN_CHUNK]
+      stop = min(at + SCAN_CHUNK, s.tokens)
+      chunk = read_tokens(s, at, stop) if data is None else data[at:stop]
       lo, hi = int(chunk.min()), int(chunk.max())
       if lo < 0 or hi >= vocab:
-        bad = at + int(np.argmax((chunk < 0) | (chunk >= vocab)))
-        raise ValueError(f"token file {s.path}: id {int(data[bad])} at position {bad} is outside "
-                         f"the vocabulary [0, {vocab}) of {what}")
+        bad = int(np.argmax((chunk < 0) | (chunk >= vocab)))
+        raise ValueError(f"token file {s.path}: id {int(chunk[bad])} at position {at + bad} is "
+                         f"outside the vocabulary [0, {vocab}) of {what}")
 
 
 def from_token_dir(directory: str, tok: Tokenizer, model_vocab: int) -> TokenSplits:
-  path = os.path.join(directory, "metadata.json")
-  if not os.path.isfile(path):
+  fs.check_access(directory, "config.data.token_dir")
+  path = fs.join(directory, "metadata.json")
+  if not fs.isfile(path):
     raise ValueError(f"config.data.token_dir={directory!r} is invalid: no metadata.json (not a "
                      "phd-prepare output, or its prepare did not finish: rerun it)")
-  with open(path) as f:
-    meta = json.load(f)
+  meta = json.loads(fs.read_text(path))
   t = meta["tokenizer"]
   if t["fingerprint"] != tok.fingerprint():
     raise ValueError(f"config.data.tokenizer={tok.path or tok.name!r} is invalid: "
                      f"{directory} was prepared with another tokenizer ({t['spec']}, "
                      f"fingerprint {t['fingerprint']}); use its copy "
-                     f"{os.path.join(directory, t['file'] or '')}")
+                     f"{fs.join(directory, t['file'] or '')}")
   if t["vocab_size"] > model_vocab:
     raise ValueError(f"config.model.vocab_size={model_vocab} is invalid: {directory} holds ids "
                      f"of a {t['vocab_size']}-token vocabulary")
@@ -132,7 +186,7 @@ def from_token_dir(directory: str, tok: Tokenizer, model_vocab: int) -> TokenSpl
   for split in ("train", "val"):
     shards = []
     for entry in meta["shards"][split]:
-      shard = _raw_shard(os.path.join(directory, entry["file"]), meta["dtype"], "dtype")
+      shard = _raw_shard(fs.join(directory, entry["file"]), meta["dtype"], "dtype")
       if shard.tokens != entry["tokens"]:
         raise ValueError(f"token file {shard.path}: {shard.tokens} tokens, metadata.json says "
                          f"{entry['tokens']}; rerun phd-prepare")
@@ -150,6 +204,8 @@ def from_token_dir(directory: str, tok: Tokenizer, model_vocab: int) -> TokenSpl
 
 
 def from_token_files(d: ml_collections.ConfigDict, tok: Tokenizer, model_vocab: int) -> TokenSplits:
+  for g in d.token_files.split(","):
+    fs.check_access(g.strip(), "config.data.token_files")
   files = fs.expand(d.token_files)
   if len(files) < 2:
     raise ValueError(f"config.data.token_files={d.token_files!r} is invalid: matches "

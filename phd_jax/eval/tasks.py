@@ -39,6 +39,10 @@ def task_manager(tasks: Sequence[str], include_path: str | None = None):
   """lm-eval's TaskManager (one per process and path); when every task is local, the built-in
   index (thousands of YAML files, ~10 s) is skipped."""
   if include_path:
+    if fs.is_url(include_path):
+      raise ValueError(f"--include_path={include_path}: lm-eval reads task YAMLs from a local "
+                       "folder only; copy them to one (gcloud storage cp -r / aws s3 cp "
+                       "--recursive) and pass that folder")
     if not os.path.isdir(include_path):
       raise ValueError(f"--include_path={include_path!r} is not a directory")
     include_path = os.path.abspath(include_path)
@@ -68,7 +72,8 @@ def run_tasks(lm: PHDLM, tasks: Sequence[str], manager, *, limit: int | None = N
 
 
 def write_json(path: str, results: dict) -> None:
-  """Atomic write of lm-eval's output (its own serialiser for the non-JSON values)."""
+  """Atomic write of lm-eval's output (its own serialiser for the non-JSON values); a bucket URL
+  gets the whole object once the JSON is complete."""
   from lm_eval.utils import handle_non_serializable
   with fs.atomic_open(path) as f:
     json.dump(results, f, indent=2, default=handle_non_serializable, ensure_ascii=False)

@@ -7,11 +7,12 @@ weights (it adds no parameters):
   save_olmo2(model, out_dir)        -> a directory transformers loads (K = 1 models only)
   import_run(hf_dir, cfg, workdir)  -> a run's step-0 checkpoint (`phd-hf import`)
 HF Linear weights are [out, in]; ours (nnx.Linear kernels) are [in, out].
+Every directory may be a local folder or a gs:// / s3:// URL: all file access goes through
+phd_jax/files.
 """
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import ml_collections
@@ -50,11 +51,11 @@ class OLMo2FormatError(ValueError):
 
 
 def read_config(hf_dir: str) -> dict:
-  path = os.path.join(hf_dir, "config.json")
-  if not os.path.isfile(path):
+  """config.json of `hf_dir` (a local folder or a bucket URL), checked to be OLMo2's."""
+  path = fs.join(hf_dir, "config.json")
+  if not fs.isfile(path):
     raise OLMo2FormatError(f"{hf_dir} has no config.json: not a Hugging Face model directory")
-  with open(path) as f:
-    hf = json.load(f)
+  hf = json.loads(fs.read_text(path))
   if hf.get("model_type") != "olmo2":
     raise OLMo2FormatError(f"{path}: model_type={hf.get('model_type')!r} is not supported: "
                            "only 'olmo2' (transformers' Olmo2ForCausalLM) loads")
@@ -114,22 +115,26 @@ def olmo2_model_config(hf: dict, base: ml_collections.ConfigDict | None = None,
 
 
 def read_tensors(hf_dir: str) -> dict[str, np.ndarray]:
-  """Every tensor of model.safetensors, or of the shards a model.safetensors.index.json lists."""
+  """Every tensor of model.safetensors, or of the shards a model.safetensors.index.json lists.
+
+  From a bucket, each file is downloaded to a local temporary file (safetensors opens local files
+  only) and removed once read: one shard at a time on disk, and memory holds only the tensors,
+  never a shard's bytes besides them (as reading whole objects into memory would).
+  """
   from safetensors import safe_open  # local: only interop needs it
-  index = os.path.join(hf_dir, "model.safetensors.index.json")
-  if os.path.isfile(index):
-    with open(index) as f:
-      files = sorted(set(json.load(f)["weight_map"].values()))
-  elif os.path.isfile(os.path.join(hf_dir, "model.safetensors")):
+  index = fs.join(hf_dir, "model.safetensors.index.json")
+  if fs.isfile(index):
+    files = sorted(set(json.loads(fs.read_text(index))["weight_map"].values()))
+  elif fs.isfile(fs.join(hf_dir, "model.safetensors")):
     files = ["model.safetensors"]
   else:
     raise OLMo2FormatError(f"{hf_dir} has neither model.safetensors nor "
                            "model.safetensors.index.json (only safetensors weights load)")
   tensors = {}
   for name in files:
-    with safe_open(os.path.join(hf_dir, name), framework="numpy") as f:
+    with fs.local_copy(fs.join(hf_dir, name)) as local, safe_open(local, framework="numpy") as f:
       for key in f.keys():
-        tensors[key] = f.get_tensor(key)
+        tensors[key] = f.get_tensor(key)  # a copy in memory: the file may go afterwards
   return tensors
 
 
@@ -190,7 +195,7 @@ def load_olmo2(hf_dir: str, phd: dict | None = None,
   phd: `cfg.model.phd` fields (variant, num_copies, ...) to make the same weights a PHD model.
   base: a cfg.model for the fields config.json does not set (dtypes, remat, scan_layers, ...).
   """
-  m = olmo2_model_config(read_config(hf_dir), base, phd, os.path.join(hf_dir, "config.json"))
+  m = olmo2_model_config(read_config(hf_dir), base, phd, fs.join(hf_dir, "config.json"))
   params = olmo2_params(read_tensors(hf_dir), m, hf_dir)
   graphdef, state, _ = _abstract(m)
   nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
@@ -211,7 +216,10 @@ def _export_refusal(model: Transformer) -> str | None:
 
 
 def save_olmo2(model: Transformer, out_dir: str) -> None:
-  """Writes config.json + model.safetensors (fp32) that transformers loads as Olmo2ForCausalLM."""
+  """Writes config.json + model.safetensors (fp32) that transformers loads as Olmo2ForCausalLM.
+
+  `out_dir` may be a bucket URL: each file is written locally and uploaded whole once complete.
+  """
   from safetensors.numpy import save_file
   why = _export_refusal(model)
   if why:
@@ -235,19 +243,19 @@ def save_olmo2(model: Transformer, out_dir: str) -> None:
         "attention_bias": False, "attention_dropout": 0.0,
         "tie_word_embeddings": m.tie_embeddings, "torch_dtype": "float32",
         "pad_token_id": None, "bos_token_id": None, "eos_token_id": None}
-  stale = os.path.join(out_dir, "model.safetensors.index.json")  # would shadow the new weights
-  if os.path.exists(stale):
-    os.remove(stale)
-  with fs.atomic_path(os.path.join(out_dir, "model.safetensors")) as tmp:
+  stale = fs.join(out_dir, "model.safetensors.index.json")  # would shadow the new weights
+  if fs.exists(stale):
+    fs.remove(stale)
+  with fs.atomic_path(fs.join(out_dir, "model.safetensors")) as tmp:
     save_file(tensors, tmp, metadata={"format": "pt"})
-  fs.write_text(os.path.join(out_dir, "config.json"), json.dumps(hf, indent=2))
+  fs.write_text(fs.join(out_dir, "config.json"), json.dumps(hf, indent=2))
 
 
 def import_run(hf_dir: str, cfg: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes RUN's step-0 checkpoint: OLMo2 weights, a fresh optimizer, cfg with OLMo2's shapes."""
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   cfg.model = olmo2_model_config(read_config(hf_dir), cfg.model,
-                                 where=os.path.join(hf_dir, "config.json"))
+                                 where=fs.join(hf_dir, "config.json"))
   config.validate_config(cfg)
   ckpt = Checkpointer(workdir, cfg.train.keep_checkpoints)
   existing = ckpt.latest_step()

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +25,10 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from phd_jax import config
+from phd_jax import files as fs
 from phd_jax.model.transformer import Transformer
-from phd_jax.run import recovery
-from phd_jax.run.workdir import ORBAX_TMP
+from phd_jax.run import object_store, recovery
+from phd_jax.run.workdir import temporary
 
 Log = Callable[[str], None]
 
@@ -50,10 +50,10 @@ def warn(message: str) -> None:
 class Checkpointer:
 
   def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = fs.join(fs.absolute(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=object_store.manager_options(self.directory, max_to_keep=keep, create=True),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": grain.checkpoint.CheckpointHandler(),
                        "config": ocp.JsonCheckpointHandler()})
@@ -92,7 +92,7 @@ class Checkpointer:
     """
     target = jax.tree.map(_restore_target, nnx.to_pure_dict(state))
     items = {"state": ocp.args.StandardRestore(target)}
-    if data_iter is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
+    if data_iter is not None and fs.isdir(fs.join(self.directory, str(step), "data")):
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     nnx.replace_by_pure_dict(state, restored["state"])
@@ -102,8 +102,8 @@ class Checkpointer:
     """Only the model's arrays (item `state`, subtree 0) into `model_state`: inference reads a
     third of a training checkpoint (no optimizer moments), and holds no more in memory."""
     target = {0: jax.tree.map(_restore_target, nnx.to_pure_dict(model_state))}
-    reader = ocp.CheckpointManager(self.directory,
-                                   item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+    reader = ocp.CheckpointManager(self.directory, options=object_store.manager_options(
+        self.directory), item_handlers={"state": ocp.PyTreeCheckpointHandler()})
     args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(target))
     try:
@@ -157,14 +157,14 @@ class Checkpointer:
 
   def _move_aside(self, step: int) -> str:
     """Renames the step's folder to STEP.damaged (STEP.damaged.1, ... if taken); its new path."""
-    src = os.path.join(self.directory, str(step))
+    src = fs.join(self.directory, str(step))
     dest, n = src + ".damaged", 0
-    while os.path.exists(dest):
+    while fs.exists(dest):
       n += 1
       dest = f"{src}.damaged.{n}"
     if jax.process_index() == 0:
       try:
-        os.rename(src, dest)
+        fs.rename(src, dest)
       except OSError as e:
         raise ValueError(f"checkpoint step {step} in {self.directory} does not restore and "
                          f"could not be moved aside ({e.strerror}): move {src} away and rerun"
@@ -176,19 +176,17 @@ class Checkpointer:
     `log` line; the names removed. Only at a start, before anything is saved (every process
     calls it; process 0 removes)."""
     names = []
-    if jax.process_index() == 0 and os.path.isdir(self.directory):
-      names = sorted(n for n in os.listdir(self.directory) if ORBAX_TMP.fullmatch(n))
+    if jax.process_index() == 0 and fs.isdir(self.directory):
+      names = sorted(n for n in fs.listdir(self.directory) if temporary(self.directory, n))
       for name in names:
-        path = os.path.join(self.directory, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-          shutil.rmtree(path)
-        else:
-          os.remove(path)
+        fs.rmtree(fs.join(self.directory, name))
       if names:
         log(f"note: removed the unfinished checkpoint save(s) {', '.join(names)} from "
             f"{self.directory} (a save cut short by a crash or a storage error)")
     if jax.process_count() > 1:
       ocp.multihost.sync_global_processes("phd_jax_checkpoint_temporaries_cleaned")
+    if not recovery.on_every_process(not names):
+      self.manager.reload()  # an unfinished save in a bucket was listed as a step
     return names
 
   def wait(self) -> None:
@@ -235,8 +233,8 @@ class Checkpointer:
       code = int(found.group(1))
     why = (f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
            if code in recovery.STORAGE_ERRNOS else recovery.reason(cause, self.directory))
-    kept = sorted(int(n) for n in os.listdir(self.directory)
-                  if n.isdigit() and int(n) != step) if os.path.isdir(self.directory) else []
+    kept = sorted(int(n) for n in fs.listdir(self.directory)
+                  if n.isdigit() and int(n) != step) if fs.isdir(self.directory) else []
     intact = (f"the earlier checkpoints are intact (newest: step {kept[-1]})" if kept else
               "no earlier checkpoint was written")
     return CheckpointSaveError(
@@ -248,7 +246,7 @@ class Checkpointer:
 def saved_run_config(workdir: str) -> ml_collections.ConfigDict | None:
   """The config of the newest checkpoint in `workdir` whose config reads; None if it has none.
   (The training start that follows names and moves aside the steps that do not restore.)"""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not fs.isdir(fs.join(workdir, "checkpoints")):
     return None
   ckpt = Checkpointer(workdir, keep=1)
   try:
@@ -281,7 +279,7 @@ def check_compatible(workdir: str, step: int, saved: ml_collections.ConfigDict,
     raise CheckpointMismatchError(
         f"workdir {workdir} holds a checkpoint (step {step}) of a model with other parameter "
         f"shapes; changed fields: {'; '.join(changed)}. Use another --workdir, or delete "
-        f"{os.path.join(workdir, 'checkpoints')} to start over. Nothing was overwritten.")
+        f"{fs.join(workdir, 'checkpoints')} to start over. Nothing was overwritten.")
   return changed
 
 

@@ -7,11 +7,10 @@ these commands only read; the next training start moves it aside.
 """
 from __future__ import annotations
 
-import os
-
 import ml_collections
 from flax import nnx
 
+from phd_jax import files as fs
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.checkpoint import Checkpointer, Log, warn
 
@@ -19,8 +18,9 @@ from phd_jax.run.checkpoint import Checkpointer, Log, warn
 def load_run(workdir: str, log: Log = warn) -> tuple[Transformer, ml_collections.ConfigDict, int]:
   """(model, the config it was trained with, step) of the newest checkpoint in `workdir` that
   loads; each newer one skipped is named in a `log` line (stderr by default)."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
+  fs.check_access(workdir, "--workdir")  # a bucket out of reach: one line, not retries
+  directory = fs.join(workdir, "checkpoints")
+  if not fs.isdir(directory):
     raise ValueError(f"no checkpoints in {workdir} (expected {directory}); train first")
   ckpt = Checkpointer(workdir, keep=1)
 

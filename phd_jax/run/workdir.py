@@ -1,5 +1,6 @@
-"""Checks a --workdir before anything is built: a file, an unwritable folder or someone else's
-checkpoints fail with one clear line instead of a traceback from deep inside orbax.
+"""Checks a --workdir before anything is built: a file, an unwritable folder, an unreachable
+bucket or someone else's checkpoints fail with one clear line instead of a traceback from deep
+inside orbax.
 """
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ import os
 import re
 import tempfile
 
+from phd_jax import files as fs
+from phd_jax.run import object_store
+
 ORBAX_TMP = re.compile(r".*\.orbax-checkpoint-tmp.*")
 DAMAGED = re.compile(r"\d+\.damaged(\.\d+)?")  # steps that did not restore, moved aside
 ITEMS = ("state", "config")  # what every phd_jax checkpoint step holds (see checkpoint.py)
 
 
 def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir if needed and returns its absolute path; raises ValueError if unusable."""
-  workdir = os.path.abspath(workdir)
+  """Creates the workdir if needed and returns its absolute path (a URL as it is); raises
+  ValueError if unusable. A bucket is checked for reach and write permission, and nothing local
+  is created for it."""
+  workdir = fs.absolute(workdir)
+  if fs.is_url(workdir):
+    fs.check_access(workdir, "--workdir", write=True)
+    _check_checkpoints(fs.join(workdir, "checkpoints"))
+    return workdir
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir {workdir} is a file, not a directory: give a directory path")
   try:
@@ -32,19 +42,25 @@ def _check_checkpoints(directory: str) -> None:
   """WORKDIR/checkpoints holds only step folders of this program, orbax's temporaries and the
   damaged steps moved aside; a step folder that lost an item (orbax's _CHECKPOINT_METADATA and
   another item still there) is ours, damaged: the restore skips it and moves it aside."""
-  if not os.path.exists(directory):
+  if not fs.exists(directory):
     return
-  if not os.path.isdir(directory):
+  if not fs.isdir(directory):
     raise ValueError(f"{directory} is a file; a workdir's checkpoints/ must be the directory "
                      "this program writes. Move it away or use another --workdir")
-  for name in sorted(os.listdir(directory)):
-    path = os.path.join(directory, name)
-    if ORBAX_TMP.fullmatch(name) or (DAMAGED.fullmatch(name) and os.path.isdir(path)):
+  for name in sorted(fs.listdir(directory)):
+    path = fs.join(directory, name)
+    if temporary(directory, name) or (DAMAGED.fullmatch(name) and fs.isdir(path)):
       continue
-    has = [os.path.isdir(os.path.join(path, item)) for item in ITEMS]
-    damaged = any(has) and os.path.isfile(os.path.join(path, "_CHECKPOINT_METADATA"))
-    ours = name.isdigit() and os.path.isdir(path) and (all(has) or damaged)
+    has = [fs.isdir(fs.join(path, item)) for item in ITEMS]
+    damaged = any(has) and fs.isfile(fs.join(path, "_CHECKPOINT_METADATA"))
+    ours = name.isdigit() and fs.isdir(path) and (all(has) or damaged)
     if not ours:
       raise ValueError(
           f"{path} is not a phd_jax checkpoint (expected step folders holding {ITEMS}): this "
           "workdir was written by another program. Use another --workdir; nothing was changed")
+
+
+def temporary(directory: str, name: str) -> bool:
+  """Whether `name` in the checkpoints folder is an unfinished save: orbax's temporary folder
+  locally, a step without its commit file in a bucket."""
+  return bool(ORBAX_TMP.fullmatch(name)) or object_store.unfinished(directory, name)

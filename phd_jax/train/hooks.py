@@ -86,8 +86,9 @@ class LogHook(Hook):
            "grad_norm": float(got[-1]["grad_norm"]),
            "learning_rate": float(self.schedule(step - 1)), "tokens_per_s": tok_s,
            **self.throughput(len(got) / (now - self.t_log))}
-    if self.log:
-      self.log.write(row)
+    if self.log:  # a checkpoint before the next row: the row must be in the bucket first
+      ce = t.checkpoint_every
+      self.log.write(row, sync=step // ce != (step + self.every) // ce or step >= t.steps)
     eta = (now - self.t0) / (step - self.start) * (t.steps - step)
     mfu = f" | MFU {row['mfu']:.1%}" if "mfu" in row else ""
     self.say(f"step {step:>6}/{t.steps} | loss {row['loss']:.4f} | {tok_s / 1e3:6.1f}k tok/s | "
@@ -114,7 +115,7 @@ class ValidationHook(Hook):
   def run(self, step: int, state: nnx.State) -> None:
     self.last = self.validate(state)
     if self.log:
-      self.log.write({"step": step, **self.last})
+      self.log.write({"step": step, **self.last}, sync=True)
     self.say(f"step {step:>6}/{self.last_step} | validation "
              f"{self.last['val_bits_per_byte']:.4f} bits/byte, {self.last['val_loss']:.4f} "
              "nats/token")
@@ -159,7 +160,7 @@ class LmEvalHook(Hook):
       lm_logger.setLevel(level)
     row = {"step": step, **eval_tasks.flatten_results(results)}
     if self.log:
-      self.log.write(row)
+      self.log.write(row, sync=True)  # rare and slow to make: in a bucket at once
     shown = ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items()
                       if k != "step" and k.rsplit("/", 1)[-1] in ("acc", "acc_norm"))
     shown = shown or ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items() if k != "step")

@@ -3,11 +3,17 @@
 Every numeric field of a row becomes a TensorBoard scalar at the row's step. On resume, rows past
 the resumed step are dropped from metrics.jsonl and TensorBoard is told to purge its events from
 that step on, so both show one curve, the one the resumed run continues.
+
+A workdir in a bucket cannot be appended to: the rows are kept here and the whole file uploaded
+(TensorBoard's events are written to a local folder and mirrored) every UPLOAD_SECS, before each
+checkpoint (so a resumed run finds every row up to its step) and at the end.
 """
 from __future__ import annotations
 
 import json
-import os
+import shutil
+import tempfile
+import time
 
 from tensorboardX import SummaryWriter
 
@@ -17,29 +23,54 @@ from phd_jax import files as fs
 class MetricsLog:
   """WORKDIR/metrics.jsonl: one JSON row per logged step, mirrored to TensorBoard (WORKDIR/tb)."""
 
-  def __init__(self, workdir: str, resume_step: int):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(self.path):
-      rows = [r for r in read_rows(self.path) if r["step"] <= resume_step]
-      with fs.atomic_open(self.path) as f:  # a crash here loses no rows
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1,
-                            flush_secs=30)
+  UPLOAD_SECS = 30.0
 
-  def write(self, row: dict) -> None:
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+  def __init__(self, workdir: str, resume_step: int):
+    self.path, self.remote = fs.join(workdir, "metrics.jsonl"), fs.is_url(workdir)
+    self.rows: list[dict] = []
+    if fs.exists(self.path):
+      self.rows = [r for r in read_rows(self.path) if r["step"] <= resume_step]
+      self._upload()  # a crash here loses no rows
+    self.tb_url = fs.join(workdir, "tb")
+    self.tb_dir = tempfile.mkdtemp(prefix="phd_jax_tb_") if self.remote else self.tb_url
+    self.tb = SummaryWriter(self.tb_dir, purge_step=resume_step + 1, flush_secs=30)
+    self.uploaded = time.monotonic()
+
+  def write(self, row: dict, sync: bool = False) -> None:
+    """Adds a row; `sync`: a checkpoint follows before the next row, so a bucket gets it now."""
     for key, value in row.items():
       if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
         self.tb.add_scalar(key, value, row["step"])
+    if not self.remote:
+      with fs.open(self.path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+      return
+    self.rows.append(row)
+    if sync or time.monotonic() - self.uploaded > self.UPLOAD_SECS:
+      self.flush()
+
+  def flush(self) -> None:
+    """Uploads the rows and events of a bucket workdir (nothing to do locally)."""
+    if self.remote:
+      self._upload()
+      self.tb.flush()
+      fs.upload_tree(self.tb_dir, self.tb_url)
+      self.uploaded = time.monotonic()
+
+  def _upload(self) -> None:
+    with fs.atomic_open(self.path) as f:
+      f.writelines(json.dumps(r) + "\n" for r in self.rows)
 
   def close(self) -> None:
     self.tb.close()
+    if self.remote:
+      self.flush()
+      shutil.rmtree(self.tb_dir, ignore_errors=True)
 
 
 def read_rows(path: str) -> list[dict]:
   """The rows of a metrics.jsonl; a torn last line (a kill mid-write) is dropped."""
-  with open(path) as f:
+  with fs.open(path) as f:
     lines = [line for line in f if line.strip()]
   rows = []
   for i, line in enumerate(lines, 1):

@@ -1,19 +1,23 @@
 """`train.profile_steps=(start, stop)`: a jax.profiler trace of steps start..stop-1.
 
 The trace lands in WORKDIR/profile (`plugins/profile/<run>/*.xplane.pb`), readable with
-TensorBoard's profile plugin / XProf (`tensorboard --logdir WORKDIR/profile`) or Perfetto.
+TensorBoard's profile plugin / XProf (`tensorboard --logdir WORKDIR/profile`) or Perfetto. For a
+workdir in a bucket the trace is written locally and uploaded when it ends.
 """
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 
 import jax
+
+from phd_jax import files as fs
 
 
 class Profiler:
 
   def __init__(self, workdir: str, steps: tuple[int, int]):
-    self.directory = os.path.join(workdir, "profile")
+    self.directory = fs.join(workdir, "profile")
     self.start, self.stop = steps
     self.enabled = self.start < self.stop
     self.active = False
@@ -23,7 +27,9 @@ class Profiler:
     if not self.enabled:
       return
     if not self.active and self.start <= step < self.stop:
-      jax.profiler.start_trace(self.directory)
+      self.local = tempfile.mkdtemp(prefix="phd_jax_profile_") if fs.is_url(self.directory) \
+          else self.directory
+      jax.profiler.start_trace(self.local)
       self.active = True
     elif self.active and step >= self.stop:
       self.close(state)
@@ -37,3 +43,6 @@ class Profiler:
         pass
       jax.profiler.stop_trace()
       self.active = False
+      if self.local != self.directory:
+        fs.upload_tree(self.local, self.directory)
+        shutil.rmtree(self.local, ignore_errors=True)

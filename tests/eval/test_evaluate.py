@@ -202,15 +202,6 @@ metric_list:
 """
 
 
-@pytest.fixture(scope="module")
-def local_task(tmp_path_factory):
-  """A local lm-eval task directory: YAML + JSONL, loaded with --include_path, no network."""
-  root = tmp_path_factory.mktemp("tasks")
-  (root / "toy.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS))
-  (root / "toy.yaml").write_text(TASK_YAML.format(data=root / "toy.jsonl"))
-  return str(root)
-
-
 def brute_force_accuracy(model, seq_len):
   """acc and acc_norm by scoring every choice with its own forward pass: the context is the
   question, the continuation " " + choice (lm-eval's default target delimiter)."""

@@ -56,18 +56,24 @@ def edit_config(directory, **fields):
   path.write_text(json.dumps(cfg))
 
 
-def test_sharded_checkpoint_and_legacy_rope_fields_load(tmp_path):
-  """Released checkpoints: shards with an index, and transformers 4.x's top-level rope_theta."""
-  src = copy_fixture(tmp_path)
-  tensors = load_file(src / "model.safetensors")
-  os.remove(src / "model.safetensors")
+def shard_in_two(folder):
+  """The HF folder's model.safetensors split in two shards with an index, as large released
+  checkpoints are; `folder` returned."""
+  tensors = load_file(folder / "model.safetensors")
+  os.remove(folder / "model.safetensors")
   names = sorted(tensors)
   shards = {"model-00001-of-00002.safetensors": names[::2],
             "model-00002-of-00002.safetensors": names[1::2]}
   for file, keys in shards.items():
-    save_file({k: tensors[k] for k in keys}, src / file, metadata={"format": "pt"})
+    save_file({k: tensors[k] for k in keys}, folder / file, metadata={"format": "pt"})
   index = {"weight_map": {k: f for f, keys in shards.items() for k in keys}}
-  (src / "model.safetensors.index.json").write_text(json.dumps(index))
+  (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+  return folder
+
+
+def test_sharded_checkpoint_and_legacy_rope_fields_load(tmp_path):
+  """Released checkpoints: shards with an index, and transformers 4.x's top-level rope_theta."""
+  src = shard_in_two(copy_fixture(tmp_path))
   cfg = json.loads((src / "config.json").read_text())
   theta = cfg.pop("rope_parameters")["rope_theta"]
   (src / "config.json").write_text(json.dumps({**cfg, "rope_theta": theta, "rope_scaling": None}))

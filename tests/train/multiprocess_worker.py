@@ -30,8 +30,9 @@ def main(corpus_glob: str, workdir: str, port: str, process_id: str, mode: str =
   first = train_and_evaluate(cfg, workdir)
   again = train_and_evaluate(cfg, workdir)  # restores the step-4 checkpoint, nothing to train
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      losses = {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+    from phd_jax import files
+    rows = files.read_text(files.join(workdir, "metrics.jsonl")).splitlines()
+    losses = {r["step"]: r["loss"] for r in map(json.loads, rows) if "loss" in r}
     print("RESULTS " + json.dumps({"devices": jax.device_count(), "processes": jax.process_count(),
                                    "losses": losses, "val": first["val_bits_per_byte"],
                                    "val_restored": again["val_bits_per_byte"]}), flush=True)

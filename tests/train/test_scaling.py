@@ -96,15 +96,23 @@ def _two_processes(corpus_glob: str, workdir: str, *extra: str) -> list[dict]:
   return [json.loads(l[0][len("RESULTS "):]) if l else None for l in lines]
 
 
-def test_two_processes_match_one(corpus_glob, tmp_path):
-  """jax.distributed on 127.0.0.1, 2 processes x 4 CPU devices, gloo collectives."""
+def test_two_processes_match_one(corpus_glob, tmp_path, gs_url):
+  """jax.distributed on 127.0.0.1, 2 processes x 4 CPU devices, gloo collectives, both hosts
+  checkpointing into one bucket (the GCS emulator), as on a pod; then restored onto one device."""
   train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
   single = losses(tmp_path / "single")
-  res = _two_processes(corpus_glob, str(tmp_path / "multi"))[0]
+  multi = f"{gs_url}/{tmp_path.name}/multi"
+  res = _two_processes(corpus_glob, multi)[0]
   assert (res["devices"], res["processes"]) == (8, 2)
   np.testing.assert_allclose([res["losses"][str(s)] for s in range(1, 5)],
                              [single[s] for s in range(1, 5)], rtol=2e-5)
   assert res["val_restored"] == pytest.approx(res["val"], rel=1e-6)
+  from_2, _, step = load_run(multi)  # 8 devices of 2 hosts -> this process's one device
+  from_1, _, _ = load_run(str(tmp_path / "single"))
+  assert step == 4
+  for a, b in zip(jax.tree.leaves(nnx.state(from_2)), jax.tree.leaves(nnx.state(from_1))):
+    assert len(a.sharding.device_set) == 1
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_sigterm_on_one_host_stops_both_at_one_step(corpus_glob, tmp_path):

@@ -1,0 +1,110 @@
+"""The object stores behind phd_jax.files' URLs: their clients, configured from the standard
+variables, and the check that a bucket is usable before anything is built.
+
+`STORAGE_EMULATOR_HOST` points GCS clients at a local emulator (with anonymous credentials),
+`AWS_ENDPOINT_URL` points S3 clients at another endpoint; whatever else the clients need
+(gcsfs, tensorstore for orbax's arrays, botocore) is derived here from those two.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import urllib.parse
+
+SCHEMES = ("gs", "s3")  # the object stores phd_jax reads and writes
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def configure_clients() -> None:
+  """Derives every client's settings from STORAGE_EMULATOR_HOST / AWS_ENDPOINT_URL (set ones are
+  kept). Runs at import, before gcsfs is imported (it reads its settings then)."""
+  gcs = os.environ.get("STORAGE_EMULATOR_HOST")
+  if gcs:
+    url = gcs if gcs.startswith(("http://", "https://")) else "http://" + gcs
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # no gRPC probing
+    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", url)  # orbax's arrays go through tensorstore
+    os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "anonymous")  # no credential lookup
+    # Anonymous gcsfs for every caller (orbax's epath too), so all share one client and its
+    # listing cache: fsspec reads FSSPEC_GCS_TOKEN at import, its config dict afterwards.
+    os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
+    if "fsspec" in sys.modules:
+      sys.modules["fsspec"].config.conf.setdefault("gcs", {}).setdefault("token", "anon")
+  if os.environ.get("AWS_ENDPOINT_URL"):  # botocore reads it; it still wants a key and region
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "anonymous")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "anonymous")
+    os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
+    os.environ.setdefault("AWS_REGION", os.environ["AWS_DEFAULT_REGION"])
+
+
+configure_clients()  # at import: before gcsfs is imported (it reads its settings then)
+
+
+def scheme(path: str) -> str | None:
+  """'gs' for gs://..., None for a local path; a ValueError for a URL of another store."""
+  m = _URL.match(str(path))
+  if not m:
+    return None
+  s = m.group(1).lower()
+  s = "gs" if s == "gcs" else s
+  if s not in SCHEMES:
+    raise ValueError(f"{path}: unsupported URL scheme {m.group(1)!r}; allowed: a local path, "
+                     + ", ".join(f"{x}://BUCKET/..." for x in SCHEMES))
+  return s
+
+
+def is_url(path: str) -> bool:
+  return scheme(path) is not None
+
+
+def filesystem(path: str):
+  """The fsspec filesystem serving the URL `path` (gcsfs, s3fs): the very client orbax's epath
+  uses, so that both see one listing cache (a step moved here is gone for orbax too)."""
+  from etils.epath import backend  # lazily: local-only runs never import the cloud clients
+  configure_clients()
+  return backend.fsspec_backend.fs(f"{scheme(path)}://")
+
+
+def _endpoint(s: str) -> urllib.parse.ParseResult:
+  """Where the clients send requests: the emulator / endpoint variable, else the cloud's."""
+  url = (os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
+         if s == "gs" else os.environ.get("AWS_ENDPOINT_URL_S3")
+         or os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com")
+  return urllib.parse.urlparse(url if "://" in url else "http://" + url)
+
+
+def check_access(path: str, what: str, write: bool = False) -> None:
+  """Fails fast, before anything is built, with one line naming `what` (a flag or config
+  field), the path, and what to check, if the object store behind a URL cannot be reached, the
+  bucket is missing, or (with `write`) it cannot be written. Nothing for a local path."""
+  if not is_url(path):
+    return
+  s = scheme(path)
+  bucket = path.split("://", 1)[1].split("/")[0]
+  hint = ("STORAGE_EMULATOR_HOST, or your credentials (gcloud auth application-default login)"
+          if s == "gs" else "AWS_ENDPOINT_URL, or your credentials (AWS_PROFILE, "
+          "AWS_ACCESS_KEY_ID)")
+  endpoint = _endpoint(s)
+  try:
+    socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=10).close()
+  except OSError as e:
+    raise ValueError(f"{what}={path}: cannot reach {s}:// storage at {endpoint.geturl()} "
+                     f"({e.strerror or e}); check the network and {hint}") from None
+  try:
+    fsys = filesystem(path)
+    if not fsys.exists(bucket):
+      raise FileNotFoundError(bucket)
+    if write:
+      probe = f"{path.rstrip('/')}/.phd_jax_write_check.{os.getpid()}"
+      fsys.pipe_file(probe, b"")
+      fsys.rm_file(probe)
+  except FileNotFoundError:
+    raise ValueError(f"{what}={path} is invalid: the bucket {s}://{bucket} does not exist "
+                     f"(or is not visible with these credentials); create it or check {hint}"
+                     ) from None
+  except Exception as e:  # the clients raise many kinds: connection, permission, auth
+    why = " ".join(str(e).split())[:200] or type(e).__name__
+    raise ValueError(f"{what}={path}: cannot {'write to' if write else 'read'} {s}://{bucket} "
+                     f"({type(e).__name__}: {why}); check the network, {hint}, and that "
+                     f"you may {'write to' if write else 'read'} the bucket") from None
