@@ -1,8 +1,9 @@
 """docs/scaling.md's pod recipe, run as written against the GCS emulator: the only difference from
 a user's shell is STORAGE_EMULATOR_HOST (and a bucket named my-bucket in the emulator, holding a
-small corpus and tokenizer, as the recipe assumes). The pod command itself (a 1.2B model on
-several hosts) cannot run here: it is checked to be the smoke test's data flags with the real
-config, its own workdir and --distributed, so the two cannot drift apart."""
+small corpus and tokenizer, as the recipe assumes; made here in the tests' emulator). The pod
+command itself (a 1.2B model on several hosts) cannot run here: it is checked to be the smoke
+test's data flags with the real config, its own workdir and --distributed, so the two cannot
+drift apart."""
 import json
 import os
 import re
@@ -13,7 +14,6 @@ import numpy as np
 
 from phd_jax import files
 from tests.helpers import ROOT
-from tests.storage import environ, gcs_emulator
 
 DOC = os.path.join(ROOT, "docs", "scaling.md")
 
@@ -32,33 +32,34 @@ def _blocks() -> tuple[str, str]:
   return recipe, pod
 
 
-def test_the_pod_recipe_runs_as_written(bpe_path, tmp_path):
+def test_the_pod_recipe_runs_as_written(gs_url, bpe_path, tmp_path):
   recipe, pod = _blocks()
   commands = _commands(recipe)
   assert [c[0] for c in commands] == [".venv/bin/phd-prepare", ".venv/bin/phd-train",
                                       ".venv/bin/phd-train", ".venv/bin/phd-generate"]
-  with gcs_emulator("my-bucket") as host, environ(STORAGE_EMULATOR_HOST=host):
-    files.configure_clients()
-    rng = np.random.default_rng(0)
-    words = ["the", "model", "reads", "every", "token", "twice", "and", "keeps", "one"]
-    for i in range(4):  # the user's corpus and tokenizer, already in their bucket
-      docs = [{"text": " ".join(rng.choice(words, 60))} for _ in range(600)]
-      files.write_text(f"gs://my-bucket/corpus/part{i}.jsonl",
-                       "\n".join(json.dumps(d) for d in docs))
-    files.copy_file(bpe_path, "gs://my-bucket/tokenizer.json")
-    env = {**os.environ, "PATH": os.path.join(ROOT, ".venv", "bin") + os.pathsep
-           + os.environ["PATH"]}
-    outs = []
-    for cmd in commands:
-      cmd = [os.path.join(ROOT, cmd[0]) if cmd[0].startswith(".venv/") else cmd[0], *cmd[1:]]
-      p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-      assert p.returncode == 0, (cmd, p.stderr[:3000], p.stderr[-1500:])
-      outs.append(p.stdout)
-    assert "done: steps=4" in outs[1] and "resumed from step 4" in outs[2]
-    assert "checkpoint step 4" in outs[3]
-    assert files.isfile("gs://my-bucket/tokens/metadata.json")
-    assert files.isfile("gs://my-bucket/smoke/metrics.jsonl")
-    assert "4" in files.listdir("gs://my-bucket/smoke/checkpoints")
+  gcs = files.filesystem(gs_url)  # the bucket the recipe assumes, with a corpus and tokenizer
+  if not gcs.exists("my-bucket"):
+    gcs.mkdir("my-bucket")
+  rng = np.random.default_rng(0)
+  words = ["the", "model", "reads", "every", "token", "twice", "and", "keeps", "one"]
+  for i in range(4):
+    docs = [{"text": " ".join(rng.choice(words, 60))} for _ in range(600)]
+    files.write_text(f"gs://my-bucket/corpus/part{i}.jsonl",
+                     "\n".join(json.dumps(d) for d in docs))
+  files.copy_file(bpe_path, "gs://my-bucket/tokenizer.json")
+  env = {**os.environ, "PATH": os.path.join(ROOT, ".venv", "bin") + os.pathsep
+         + os.environ["PATH"]}
+  outs = []
+  for cmd in commands:
+    cmd = [os.path.join(ROOT, cmd[0]) if cmd[0].startswith(".venv/") else cmd[0], *cmd[1:]]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, (cmd, p.stderr[:3000], p.stderr[-1500:])
+    outs.append(p.stdout)
+  assert "done: steps=4" in outs[1] and "resumed from step 4" in outs[2]
+  assert "checkpoint step 4" in outs[3]
+  assert files.isfile("gs://my-bucket/tokens/metadata.json")
+  assert files.isfile("gs://my-bucket/smoke/metrics.jsonl")
+  assert "4" in files.listdir("gs://my-bucket/smoke/checkpoints")
   assert not any(n.startswith("gs:") for n in os.listdir(ROOT))  # nothing local for a URL
 
   (run,) = _commands(pod)
