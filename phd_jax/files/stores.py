@@ -91,18 +91,25 @@ def check_access(path: str, what: str, write: bool = False) -> None:
   except OSError as e:
     raise ValueError(f"{what}={path}: cannot reach {s}:// storage at {endpoint.geturl()} "
                      f"({e.strerror or e}); check the network and {hint}") from None
+  # Only object permissions are assumed (a pod's service account often may not read the
+  # bucket's own metadata): a write probe for writes, a listing of the path's prefix for reads.
+  base = re.split(r"[*?\[]", path, maxsplit=1)[0]  # a glob: the folder its matches lie in
+  base = base if base == path else base.rsplit("/", 1)[0]
   try:
     fsys = filesystem(path)
-    if not fsys.exists(bucket):
-      raise FileNotFoundError(bucket)
     if write:
       probe = f"{path.rstrip('/')}/.phd_jax_write_check.{os.getpid()}"
       fsys.pipe_file(probe, b"")
       fsys.rm_file(probe)
+    elif not fsys.exists(base):
+      raise ValueError(f"{what}={path} is invalid: nothing at {base} (a missing bucket, a "
+                       f"wrong path, or no permission to list it); check the path and {hint}")
   except FileNotFoundError:
     raise ValueError(f"{what}={path} is invalid: the bucket {s}://{bucket} does not exist "
                      f"(or is not visible with these credentials); create it or check {hint}"
                      ) from None
+  except ValueError:
+    raise
   except Exception as e:  # the clients raise many kinds: connection, permission, auth
     why = " ".join(str(e).split())[:200] or type(e).__name__
     raise ValueError(f"{what}={path}: cannot {'write to' if write else 'read'} {s}://{bucket} "

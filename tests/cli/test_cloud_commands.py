@@ -61,6 +61,6 @@ def test_storage_out_of_reach_fails_before_anything_is_built(gs_url, corpus_glob
   p = _run(["phd-generate", "--workdir=gs://no-such-bucket/run", "--prompt=x"], tmp_path)
   assert p.returncode == 1 and "Traceback" not in p.stderr
   assert p.stderr.strip().splitlines()[-1].startswith(
-      "error: --workdir=gs://no-such-bucket/run is invalid: the bucket gs://no-such-bucket "
-      "does not exist")
+      "error: --workdir=gs://no-such-bucket/run is invalid: nothing at gs://no-such-bucket/run "
+      "(a missing bucket")
   assert os.listdir(tmp_path) == []

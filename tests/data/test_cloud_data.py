@@ -174,7 +174,7 @@ def test_tokenizers_in_a_bucket_are_the_local_ones(bucket, bpe_path, sp_model, c
     copy = tokenizers.for_run(run, cfg)
     assert copy.path == fs.join(run, tokenizers.RUN_FILES[kind.kind])
     assert copy.fingerprint() == here.fingerprint()
-  with pytest.raises(ValueError, match=r"config\.data\.tokenizer=.*no such file"):
+  with pytest.raises(ValueError, match=r"config\.data\.tokenizer=.*is invalid: nothing at"):
     tokenizers.load(fs.join(bucket, "missing.json"))
   trained = fs.join(bucket, "trained.json")  # phd-tokenizer: input globs and output in a bucket
   words = upload(os.path.dirname(corpus_glob), fs.join(bucket, "words"))

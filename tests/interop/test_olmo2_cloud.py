@@ -109,12 +109,14 @@ def test_hf_cli_fails_fast_on_a_missing_bucket(scheme, request, tmp_path):
   url = f"{scheme}://no-such-bucket/x"
   run = str(tmp_path / "no_run")  # never read nor made: the bucket is checked first
   config = os.path.join(ROOT, "configs", "model_tiny.py")
-  for args, flag in [(["export", f"--workdir={run}", f"--out={url}"], "--out"),
-                     (["import", f"--hf_dir={url}", f"--config={config}", f"--workdir={run}"],
-                      "--hf_dir")]:
+  for args, flag, why in [
+      (["export", f"--workdir={run}", f"--out={url}"], "--out",
+       f"the bucket {scheme}://no-such-bucket does not exist"),  # a write: probed
+      (["import", f"--hf_dir={url}", f"--config={config}", f"--workdir={run}"], "--hf_dir",
+       f"nothing at {url} (a missing bucket")]:  # a read: listed
     p = phd_hf(*args, cwd=tmp_path)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert len(errors) == 1 and errors[0].startswith(f"error: {flag}={url}"), p.stderr[-2000:]
-    assert f"{scheme}://no-such-bucket does not exist" in errors[0]
+    assert why in errors[0]
     assert os.listdir(tmp_path) == []  # no `gs:` / `s3:` folder, no workdir
