@@ -22,6 +22,7 @@ from absl import flags
 from experiments import cli
 from experiments.inference_timing import CACHE, PREFILL, bench_decode, bench_prefill, model_cfg
 from experiments.report import command, machine, write_csv
+from phd_jax import files
 from phd_jax.cli import common
 from phd_jax.inference.kv_cache import cache_bytes
 
@@ -133,8 +134,7 @@ def main(argv: list[str]) -> None:
   md += [f"| {r['variant']} | {r['K']} | {r['bytes']:,d} | {r['bytes'] / vanilla:.3f} |"
          for r in cache_rows]
   text = "\n".join(md) + "\n"
-  with open(os.path.join(out, "latency.md"), "w") as f:
-    f.write(text)
+  files.write_text(os.path.join(out, "latency.md"), text)
   print("\n" + text, flush=True)
 
 

@@ -166,7 +166,6 @@ def write_outputs(s: runner.Settings, stem: str, what: str, finals: list[dict],
   plot_curves(rows, os.path.join(s.out, f"{stem}_curves.png"), what, by_flops)
   plot_final(table, os.path.join(s.out, f"{stem}_final.png"), what, xlabel)
   md = header(s, what) + markdown_table(table, reference)
-  with open(os.path.join(s.out, f"{stem}.md"), "w") as f:
-    f.write(md)
+  files.write_text(os.path.join(s.out, f"{stem}.md"), md)
   print("\n" + md, flush=True)
   return md

@@ -42,7 +42,11 @@ TMP_SUFFIX = ".tmp"
 
 
 def _fs(path: str):
-  return filesystem(path), str(path)
+  """The client for `path`, with no cached listing of it or its parents: other hosts, worker
+  processes and orbax write to the same bucket, so every answer comes from the store itself."""
+  fsys = filesystem(path)
+  fsys.invalidate_cache(str(path))
+  return fsys, str(path)
 
 
 def join(*parts: str) -> str:
@@ -89,7 +93,6 @@ def listdir(path: str) -> list[str]:
   if not is_url(path):
     return os.listdir(path)
   fsys, p = _fs(path)
-  fsys.invalidate_cache(p)  # another process (or orbax) may have written since
   return [posixpath.basename(e.rstrip("/")) for e in fsys.ls(p, detail=False)
           if e.rstrip("/") != p.rstrip("/").split("://", 1)[-1]]
 

@@ -101,7 +101,7 @@ def check_access(path: str, what: str, write: bool = False) -> None:
       probe = f"{path.rstrip('/')}/.phd_jax_write_check.{os.getpid()}"
       fsys.pipe_file(probe, b"")
       fsys.rm_file(probe)
-    elif not fsys.exists(base):
+    elif fsys.invalidate_cache(base) or not fsys.exists(base):  # others may have written
       raise ValueError(f"{what}={path} is invalid: nothing at {base} (a missing bucket, a "
                        f"wrong path, or no permission to list it); check the path and {hint}")
   except FileNotFoundError:
