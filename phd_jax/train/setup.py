@@ -12,7 +12,6 @@ import jax
 import ml_collections
 from flax import nnx
 
-from phd_jax import files as fs
 from phd_jax.config import validate_config
 from phd_jax.config.mesh import rules as mesh_rules
 from phd_jax.data import tokenizers, windows
@@ -48,16 +47,8 @@ class Run:
     return sharding.global_batch(next(self.train_iter), self.batch_sharding)
 
 
-def _check_storage(d: ml_collections.ConfigDict, workdir: str) -> None:
-  fs.check_access(workdir, "--workdir", write=True)
-  for field in ("tokenizer", "token_dir", "token_files", "text_files"):
-    for path in str(d.get(field) or "").split(","):
-      fs.check_access(path.strip(), f"config.data.{field}")
-
-
 def start_run(cfg: ml_collections.ConfigDict, workdir: str) -> Run:
   """Validates, builds the state on the mesh and resumes from the workdir's latest checkpoint."""
-  _check_storage(cfg.data, workdir)  # buckets out of reach or read-only: one line, first of all
   spec = validate_config(cfg)
   t = cfg.train
   workdir = prepare_workdir(workdir)  # a file, unwritable, foreign checkpoints: clear errors
