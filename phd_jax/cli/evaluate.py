@@ -1,6 +1,7 @@
 """phd-evaluate: a run's latest checkpoint on lm-eval tasks.
 
   phd-evaluate --workdir=RUN --tasks=paper --out=results.json
+      (offline once `make eval-data` / phd-eval-data has fetched the paper's benchmarks)
   phd-evaluate --workdir=RUN --tasks=my_task --include_path=tasks/   (local YAML tasks, offline)
 
 --workdir and --out may be gs:// or s3:// URLs (one out of reach fails before the model loads);
@@ -44,8 +45,9 @@ def main(argv: list[str]) -> None:
                                    num_fewshot=_FEWSHOT.value)
   except OSError as e:  # datasets that need the network (HF hub) while offline, unreadable files
     raise ValueError(f"{type(e).__name__}: {e} (the harness's own tasks download their datasets "
-                     "from the Hugging Face hub: run once with network access, or use local "
-                     "tasks)") from None
+                     "from the Hugging Face hub: for the paper's tasks run `make eval-data` once, "
+                     "for others run once with network access, or use local tasks)") from None
+  print("# scored splits: " + ", ".join(f"{t}={s}" for t, s in results["splits"].items()))
   print(make_table(results))
   if "groups" in results:
     print(make_table(results, "groups"))

@@ -87,35 +87,54 @@ class PHDLM(LM):
     ctx = self.tokenizer.encode(context)
     return ctx, whole[len(ctx):]
 
+  def windows(self, ctx: list[int], cont: list[int]) -> list[tuple[list[int], int]]:
+    """(tokens, n) pieces that score `cont` after `ctx`: each piece's input is tokens[:-1] (at
+    most seq_len), its last n targets are continuation tokens, each scored exactly once.
+
+    A continuation that fits in seq_len is one piece, its context cut from the left to fit. A
+    longer one (a byte-level model on long answers) is scored in consecutive blocks of seq_len
+    targets, each block reading the seq_len tokens before it: lm-eval's rolling-window scheme.
+    """
+    full, n_ctx, length = ctx + cont, len(ctx), self.max_length
+    pieces = []
+    for start in range(n_ctx, len(full), length):
+      stop = min(start + length, len(full))
+      pieces.append((full[max(0, stop - 1 - length):stop], stop - start))
+    return pieces
+
   def score_tokens(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
     """(context ids, continuation ids) -> (sum of the continuation's log-probs, all greedy).
 
-    The input is context + continuation minus its last token, cut from the left to seq_len.
-    Requests run longest first in batches of batch_size, padded to fixed shapes.
+    Each pair is one piece (`windows`) unless its continuation is longer than seq_len. Pieces run
+    longest first in batches of batch_size, right-padded to fixed shapes.
     """
     for ctx, cont in pairs:
       if not cont:
         raise ValueError("loglikelihood: empty continuation (nothing to score)")
-      if len(cont) > self.max_length:
-        raise ValueError(f"loglikelihood: continuation of {len(cont)} tokens exceeds the model's "
-                         f"seq_len={self.max_length}")
       if not ctx:
         raise ValueError("loglikelihood: empty context ids (start with the EOS id)")
+    owners, pieces = [], []
+    for i, (ctx, cont) in enumerate(pairs):
+      for piece in self.windows(ctx, cont):
+        owners.append(i)
+        pieces.append(piece)
     score = _score_fn(self._graphdef)
-    order = Collator(list(pairs), sort_fn=lambda p: -len(p[0]) - len(p[1]))
-    results = []
+    order = Collator(pieces, sort_fn=lambda p: -len(p[0]))
+    scored = []
     for batch in order.get_batched(n=self.batch_size):
-      seqs = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in batch]
-      length = bucket(max(len(s) - 1 for s in seqs), self.max_length)
+      length = bucket(max(len(s) - 1 for s, _ in batch), self.max_length)
       inputs = np.zeros((self.batch_size, length), np.int32)  # fixed [B, bucket]: one compile
       targets = np.zeros((self.batch_size, length), np.int32)
-      for row, s in enumerate(seqs):
+      for row, (s, _) in enumerate(batch):
         inputs[row, :len(s) - 1], targets[row, :len(s) - 1] = s[:-1], s[1:]
       logp, greedy = jax.device_get(score(self._state, inputs, targets))
-      for row, (s, (_, cont)) in enumerate(zip(seqs, batch)):
-        span = slice(len(s) - 1 - len(cont), len(s) - 1)  # the continuation's targets
-        results.append((float(logp[row, span].sum()), bool(greedy[row, span].all())))
-    return order.get_original(results)
+      for row, (s, n) in enumerate(batch):
+        span = slice(len(s) - 1 - n, len(s) - 1)  # the continuation's targets
+        scored.append((float(logp[row, span].sum()), bool(greedy[row, span].all())))
+    results = [(0.0, True)] * len(pairs)
+    for i, (lp, greedy) in zip(owners, order.get_original(scored)):
+      results[i] = (results[i][0] + lp, results[i][1] and greedy)
+    return results
 
   # ----- the lm-eval interface -----
   def loglikelihood(self, requests) -> list[tuple[float, bool]]:

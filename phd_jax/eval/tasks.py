@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from phd_jax import files as fs
+from phd_jax.eval import eval_data, paper_suite
+from phd_jax.eval.bpb import add_bpb
 
 if TYPE_CHECKING:  # the harness imports lm-eval's model stack: only runs that evaluate pay for it
   from phd_jax.eval.harness import PHDLM
 
 # The paper's downstream suite, by lm-eval task name (mmlu is a group of 57 subjects).
-PAPER_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu",
-               "commonsense_qa")
+PAPER_TASKS = tuple(eval_data.DATASETS)
+OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
 def expand_tasks(tasks: str | Sequence[str]) -> list[str]:
   """'a,b' or ['a', 'b'] -> task names; 'paper' stands for the paper's seven benchmarks."""
   names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks)]
@@ -29,27 +33,50 @@ def expand_tasks(tasks: str | Sequence[str]) -> list[str]:
   return list(dict.fromkeys(out))  # order kept, duplicates dropped
 
 
+def offline() -> bool:
+  """Whether the Hugging Face offline variables are set (the hub must not be asked)."""
+  return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARS)
+
+
 @functools.lru_cache(maxsize=4)
-def _manager(include_path: str | None, include_defaults: bool):
+def _manager(paths: tuple[str, ...], include_defaults: bool):
   from lm_eval.tasks import TaskManager
-  return TaskManager(include_path=include_path, include_defaults=include_defaults)
+  return TaskManager(include_path=list(paths) or None, include_defaults=include_defaults)
+
+
+def _include_folder(include_path: str) -> str:
+  if fs.is_url(include_path):
+    raise ValueError(f"--include_path={include_path}: lm-eval reads task YAMLs from a local "
+                     "folder only; copy them to one (gcloud storage cp -r / aws s3 cp "
+                     "--recursive) and pass that folder")
+  if not os.path.isdir(include_path):
+    raise ValueError(f"--include_path={include_path!r} is not a directory")
+  return os.path.abspath(include_path)
 
 
 def task_manager(tasks: Sequence[str], include_path: str | None = None):
-  """lm-eval's TaskManager (one per process and path); when every task is local, the built-in
-  index (thousands of YAML files, ~10 s) is skipped."""
+  """lm-eval's TaskManager (one per process and paths) that finds `tasks`.
+
+  The paper's tasks come from the local data (phd_jax/eval/paper_suite.py) when
+  `make eval-data` has fetched it, else from lm-eval's built-in configs, which download from the
+  Hugging Face hub; with the offline variables set and no local data that fails here, naming
+  the tasks. When every task is local, the built-in index (thousands of YAMLs, ~10 s) is skipped.
+  """
+  paths = []
+  paper = [t for t in tasks if t in PAPER_TASKS or t.startswith("mmlu")]
+  if paper and eval_data.present():
+    paths.append(paper_suite.task_folder(eval_data.root()))
+  elif paper and offline():
+    raise ValueError(f"task(s) {', '.join(paper)} need data: none in {eval_data.root()} and "
+                     f"the Hugging Face hub is off ({'/'.join(OFFLINE_VARS)}): run `make "
+                     f"eval-data` (or phd-eval-data) once to fetch the paper's benchmarks")
   if include_path:
-    if fs.is_url(include_path):
-      raise ValueError(f"--include_path={include_path}: lm-eval reads task YAMLs from a local "
-                       "folder only; copy them to one (gcloud storage cp -r / aws s3 cp "
-                       "--recursive) and pass that folder")
-    if not os.path.isdir(include_path):
-      raise ValueError(f"--include_path={include_path!r} is not a directory")
-    include_path = os.path.abspath(include_path)
-    local = _manager(include_path, False)
+    paths.append(_include_folder(include_path))  # after the paper's: a user's task wins
+  if paths:
+    local = _manager(tuple(paths), False)
     if all(t in local.all_tasks for t in tasks):
       return local
-  return _manager(include_path or None, True)
+  return _manager(tuple(paths), True)
 
 
 def resolve_tasks(tasks: Sequence[str], include_path: str | None = None):
@@ -63,12 +90,41 @@ def resolve_tasks(tasks: Sequence[str], include_path: str | None = None):
   return manager
 
 
+def load_tasks(tasks: Sequence[str], manager) -> list:
+  """The built tasks and groups (lm-eval's objects, datasets loaded), with bpb added to every
+  multiple-choice task (phd_jax/eval/bpb.py); each group as one object, so results keep it."""
+  built = []
+  for name in tasks:
+    loaded = manager.load([name])
+    add_bpb(loaded)
+    built += [loaded["groups"][name]] if name in loaded["groups"] else loaded["tasks"].values()
+  return built
+
+
+def scored_splits(built: Sequence) -> dict[str, str]:
+  """{task: the split scored}; a group names its tasks' split(s)."""
+  from lm_eval.api.group import Group
+  out = {}
+  for obj in built:
+    if isinstance(obj, Group):
+      used = sorted({paper_suite.scored_split(t) for t in obj.get_all_tasks()})
+      out[obj.name] = ",".join(used)
+    else:
+      out[obj.task_name] = paper_suite.scored_split(obj)
+  return out
+
+
 def run_tasks(lm: PHDLM, tasks: Sequence[str], manager, *, limit: int | None = None,
-              num_fewshot: int | None = None) -> dict:
-  """lm-eval's simple_evaluate over `lm`; returns its output ({"results": {task: {...}}, ...})."""
+              num_fewshot: int | None = None, log_samples: bool = False) -> dict:
+  """lm-eval's simple_evaluate over `lm`; returns its output ({"results": {task: {...}}, ...})
+  plus "splits": {task: the split scored}."""
   import lm_eval
-  return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
-                                 num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0)
+  built = load_tasks(tasks, manager)
+  out = lm_eval.simple_evaluate(model=lm, tasks=built, task_manager=manager, limit=limit,
+                                num_fewshot=num_fewshot, log_samples=log_samples,
+                                bootstrap_iters=0)
+  out["splits"] = scored_splits(built)
+  return out
 
 
 def write_json(path: str, results: dict) -> None:
@@ -79,14 +135,17 @@ def write_json(path: str, results: dict) -> None:
     json.dump(results, f, indent=2, default=handle_non_serializable, ensure_ascii=False)
 
 
-def flatten_results(results: dict) -> dict[str, float]:
+def flatten_results(results: dict, only: Sequence[str] | None = None) -> dict[str, float]:
   """lm-eval's {"results": {task: {"acc,none": x, "acc_stderr,none": ..}}} -> {"eval/task/acc": x}.
 
   Standard errors and non-numeric fields are left out; a filter other than "none" is kept in the
-  name (eval/task/exact_match/strict-match).
+  name (eval/task/exact_match/strict-match). `only`: these tasks and groups (mmlu, not its 57
+  subjects and 4 subgroups).
   """
   row = {}
   for task, metrics in results["results"].items():
+    if only is not None and task not in only:
+      continue
     for key, value in metrics.items():
       metric, _, filt = key.partition(",")
       if not filt or "_stderr" in metric or not isinstance(value, (int, float)):

@@ -158,11 +158,11 @@ class LmEvalHook(Hook):
                                      num_fewshot=None if e.num_fewshot < 0 else e.num_fewshot)
     finally:
       lm_logger.setLevel(level)
-    row = {"step": step, **eval_tasks.flatten_results(results)}
+    row = {"step": step, **eval_tasks.flatten_results(results, only=self.tasks)}
     if self.log:
       self.log.write(row, sync=True)  # rare and slow to make: in a bucket at once
     shown = ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items()
-                      if k != "step" and k.rsplit("/", 1)[-1] in ("acc", "acc_norm"))
+                      if k != "step" and k.rsplit("/", 1)[-1] in ("acc", "acc_norm", "bpb"))
     shown = shown or ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items() if k != "step")
     self.say(f"step {step:>6}/{self.last_step} | eval {shown}")
 

@@ -29,6 +29,14 @@ def test_each_command_is_a_script_and_keeps_its_old_module_name(name):
   assert script.stdout.lstrip().startswith(f"phd-{name}:")  # the command's own help text
 
 
+def test_eval_data_is_a_script_with_its_own_help():
+  script = _run([os.path.join(BIN, "phd-eval-data"), "--helpshort"])
+  module = _run([sys.executable, "-m", "phd_jax.cli.eval_data", "--helpshort"])
+  assert script.stdout.lstrip().startswith("phd-eval-data:") and "Traceback" not in script.stderr
+  assert "--cache_dir" in script.stdout and "--wheel" in script.stdout
+  assert "--cache_dir" in module.stdout
+
+
 @pytest.mark.parametrize("name, required", [("train", "workdir"), ("generate", "workdir"),
                                             ("evaluate", "workdir"), ("prepare", "out"),
                                             ("tokenizer", "input"), ("hf", "workdir")])

@@ -203,10 +203,10 @@ metric_list:
 
 
 def brute_force_accuracy(model, seq_len):
-  """acc and acc_norm by scoring every choice with its own forward pass: the context is the
+  """acc, acc_norm and bpb by scoring every choice with its own forward pass: the context is the
   question, the continuation " " + choice (lm-eval's default target delimiter)."""
   fwd = nnx.jit(lambda m, t: jax.nn.log_softmax(m(t), axis=-1))
-  acc, acc_norm = [], []
+  acc, acc_norm, bpb = [], [], []
   for doc in DOCS:
     lls = []
     for choice in doc["choices"]:
@@ -219,7 +219,9 @@ def brute_force_accuracy(model, seq_len):
     lengths = np.array([len(c) for c in doc["choices"]], float)
     acc.append(np.argmax(lls) == doc["label"])
     acc_norm.append(np.argmax(np.array(lls) / lengths) == doc["label"])
-  return float(np.mean(acc)), float(np.mean(acc_norm))
+    gold = " " + doc["choices"][doc["label"]]
+    bpb.append(-lls[doc["label"]] / np.log(2) / len(gold.encode()))
+  return float(np.mean(acc)), float(np.mean(acc_norm)), float(np.mean(bpb))
 
 
 @pytest.mark.parametrize("variant", ["phd_cswa", "vanilla"])
@@ -253,8 +255,10 @@ def test_a_fresh_run_evaluates_in_training_and_from_the_command_line(variant, co
 
   model, _, step = load_run(workdir)
   assert step == 4
-  acc, acc_norm = brute_force_accuracy(model, 64)
+  acc, acc_norm, bpb = brute_force_accuracy(model, 64)
   assert cli["acc,none"] == pytest.approx(acc) and cli["acc_norm,none"] == pytest.approx(acc_norm)
+  assert cli["bpb,none"] == pytest.approx(bpb, rel=1e-5)
+  assert evals[-1]["eval/toy_mc/bpb"] == pytest.approx(bpb, rel=1e-5)
   assert evals[-1]["eval/toy_mc/acc"] == pytest.approx(acc)  # the live parameters at step 4
   assert evals[-1]["eval/toy_mc/acc_norm"] == pytest.approx(acc_norm)
   assert cli["sample_len"] == len(DOCS)
@@ -278,3 +282,21 @@ def test_an_unknown_in_training_task_fails_before_training(tmp_path):
     LmEvalHook(cfg, None, None)
   cfg.eval.tasks = ""
   assert not LmEvalHook(cfg, None, None).due(cfg.train.steps)  # no tasks: never runs
+
+
+def test_a_continuation_longer_than_seq_len_is_scored_in_windows(reference_forward):
+  """Every continuation token once, each window reading the seq_len tokens before its block:
+  the sum equals scoring each window on its own with an unpadded forward pass."""
+  model = tiny_model("phd_cswa")
+  lm = PHDLM(model, ByteTokenizer(), SEQ_LEN, batch_size=4)
+  ctx, cont = list(b"Question: which? Answer:"), list(b" " + b"a long answer, " * 6)  # 91 > 32
+  windows = lm.windows(ctx, cont)
+  assert [n for _, n in windows] == [32, 32, 27]  # blocks of seq_len targets
+  assert all(len(w) <= SEQ_LEN + 1 for w, _ in windows)
+  assert sum((w[-n:] for w, n in windows), []) == cont  # each continuation token exactly once
+  want = [reference_loglikelihood(reference_forward, model, bytes(w[:-n]).decode(),
+                                  bytes(w[-n:]).decode()) for w, n in windows]
+  (got, greedy), = lm.score_tokens([(ctx, cont)])
+  assert got == pytest.approx(sum(lp for lp, _ in want), rel=1e-5)
+  assert greedy == all(g for _, g in want)
+  assert lm.windows(ctx, cont[:SEQ_LEN]) == [((ctx + cont[:SEQ_LEN])[-SEQ_LEN - 1:], SEQ_LEN)]

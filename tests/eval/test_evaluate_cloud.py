@@ -47,7 +47,7 @@ def test_evaluate_writes_its_results_to_a_bucket(gs_url, vanilla_run, local_task
   assert p.returncode == 0, p.stderr[-3000:]
   assert f"results written to {out}" in p.stdout
   got = json.loads(fs.read_text(out))["results"]["toy_mc"]
-  acc, acc_norm = brute_force_accuracy(model, SEQ_LEN)
+  acc, acc_norm, _ = brute_force_accuracy(model, SEQ_LEN)
   assert got["acc,none"] == pytest.approx(acc) and got["acc_norm,none"] == pytest.approx(acc_norm)
   assert got["sample_len"] == len(DOCS)
   assert os.listdir(tmp_path) == []  # no `gs:` folder in the working directory
