@@ -29,6 +29,7 @@ from experiments import cli, report
 from phd_jax import files as fs
 from phd_jax.cli import common
 from phd_jax.eval import eval_data
+from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.run.load import load_run
 from phd_jax.train.metrics import read_rows
@@ -132,7 +133,7 @@ def measure_run(workdir: str, evaluate: Evaluator, say) -> tuple[dict, dict]:
     results = evaluate(workdir, model, cfg, step)
     seconds = time.perf_counter() - start
     results["paper_table"] = {"step": step, "limit": evaluate.limit, "seconds": seconds}
-    eval_tasks.write_json(path, results)
+    eval_results.write_json(path, results)
     say(f"{workdir}: step {step}: evaluated in {seconds:.1f} s, results in {path}")
   scores = results["results"]
   acc = {t_: float(scores[t_]["acc,none"]) for t_ in TASKS}

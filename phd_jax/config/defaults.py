@@ -25,7 +25,9 @@ def default_config() -> ml_collections.ConfigDict:
   m.num_kv_heads = 2
   m.head_dim = 64
   m.mlp_dim = 768
-  m.vocab_size = 384  # >= the tokenizer's 257 (bytes + EOS); a multiple of 128 suits TPUs
+  # >= the tokenizer's vocabulary (bytes: 257, EOS included); a multiple of 128 suits TPUs.
+  # "auto": the tokenizer's vocabulary rounded up to a multiple of 128, fixed at training start.
+  m.vocab_size = ml_collections.FieldReference(384, field_type=object)
   m.tie_embeddings = True
   m.rope_theta = 10_000.0
   m.norm_eps = 1e-6

@@ -15,6 +15,7 @@ ATTENTION_IMPLS = ("dense", "xla", "pallas", "jax")  # phd_jax/model/attention.p
 DTYPES = ("float32", "bfloat16", "float16")
 QK_NORMS = ("full", "head", "none")
 DATA_SOURCES = ("stdlib", "text_files", "tokens")
+VOCAB_MULTIPLE = 128  # model.vocab_size="auto" pads the tokenizer's vocabulary to this (TPU lanes)
 
 
 def _need(cond: bool, field: str, value, allowed: str) -> None:
@@ -37,9 +38,26 @@ def phd_spec(model_cfg: ml_collections.ConfigDict) -> PHDSpec:
     raise ValueError(f"config.model.phd: {e}") from None
 
 
+def resolve_vocab_size(cfg: ml_collections.ConfigDict, say=print) -> None:
+  """model.vocab_size="auto" -> the tokenizer's vocabulary rounded up to a multiple of 128, set
+  in `cfg` (and so saved with the run); an explicit size is left as it is."""
+  if cfg.model.vocab_size != "auto":
+    return
+  n = tokenizers.from_config(cfg.data).vocab_size
+  size = -(-n // VOCAB_MULTIPLE) * VOCAB_MULTIPLE  # the same rounding as the hint below
+  with cfg.ignore_type():
+    cfg.model.vocab_size = size
+  say(f"model.vocab_size=auto: {size} (the tokenizer's {n} ids, rounded up to a multiple of "
+      f"{VOCAB_MULTIPLE})")
+
+
 def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
-  for f in ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim", "mlp_dim",
-            "vocab_size"):
+  _need(m.vocab_size != "auto", "model.vocab_size", m.vocab_size,
+        "'auto' is fixed against the tokenizer when training starts "
+        "(phd_jax.config.resolve_vocab_size); give a size to build a model without one")
+  _need(isinstance(m.vocab_size, int) and not isinstance(m.vocab_size, bool)
+        and m.vocab_size >= 1, "model.vocab_size", m.vocab_size, "expected an int >= 1 or 'auto'")
+  for f in ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim", "mlp_dim"):
     _positive_int(m, f, "model")
   _need(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
   for f in ("pallas_block_q", "pallas_block_kv"):
@@ -117,8 +135,10 @@ def _validate_tokens(cfg: ml_collections.ConfigDict) -> None:
   """The tokenizer loads, fits the model's vocab, and suits the data source."""
   d = cfg.data
   tok = tokenizers.from_config(d)  # names config.data.tokenizer when missing or unreadable
+  padded = -(-tok.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
   _need(cfg.model.vocab_size >= tok.vocab_size, "model.vocab_size", cfg.model.vocab_size,
-        f"must be >= {tok.vocab_size}, the vocabulary of config.data.tokenizer={d.tokenizer!r}")
+        f"must be >= {tok.vocab_size}, the vocabulary of config.data.tokenizer={d.tokenizer!r} "
+        f"(e.g. {padded}, a multiple of 128, or 'auto', which picks that)")
   _need(d.source == "tokens" or d.tokenizer == "bytes", "data.tokenizer", d.tokenizer,
         f"data.source={d.source!r} reads raw bytes: use 'bytes', or tokenize the corpus with "
         "`phd-prepare` and train with data.source='tokens'")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import jax
@@ -17,6 +18,7 @@ from flax import nnx
 from lm_eval.api.model import LM
 from lm_eval.models.utils import Collator
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm import tqdm
 
 from phd_jax.data.tokenizers import Tokenizer, for_run
 from phd_jax.inference import decode
@@ -64,6 +66,10 @@ class PHDLM(LM):
     self.model, self.tokenizer = model, tokenizer
     self.max_length, self.batch_size = int(seq_len), int(batch_size)
     self._graphdef, self._state = nnx.split(model)
+    self.workdir, self.step, self.config = None, None, None  # set by from_run
+    self.progress = True  # a progress bar on stderr while scoring (off for in-training evals)
+    self.requests: Counter[str] = Counter()  # per task: requests scored
+    self.cuts: dict[str, list[int]] = defaultdict(list)  # per task: tokens cut from the left
 
   @classmethod
   def from_run(cls, workdir: str, batch_size: int = 8) -> PHDLM:
@@ -71,8 +77,20 @@ class PHDLM(LM):
     not load is named on stderr), with its own tokenizer and training seq_len."""
     model, cfg, step = load_run(workdir)
     lm = cls(model, for_run(workdir, cfg), cfg.train.seq_len, batch_size)
-    lm.step = step
+    lm.workdir, lm.step, lm.config = workdir, step, cfg
     return lm
+
+  def _count(self, task: str | None, cut: int) -> None:
+    """Notes one request of `task` and how many of its context tokens the window dropped."""
+    task = task or "(no task)"
+    self.requests[task] += 1
+    if cut > 0:
+      self.cuts[task].append(cut)
+
+  def cut_report(self) -> dict[str, dict]:
+    """Per task: requests scored, how many lost context tokens to seq_len, the longest cut."""
+    return {t: {"requests": n, "cut_from_left": len(self.cuts[t]),
+                "longest_cut": max(self.cuts[t], default=0)} for t, n in self.requests.items()}
 
   # ----- token-level scoring -----
   def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -121,7 +139,10 @@ class PHDLM(LM):
     score = _score_fn(self._graphdef)
     order = Collator(pieces, sort_fn=lambda p: -len(p[0]))
     scored = []
+    bar = tqdm(total=len(pieces), desc="scoring", unit="seq", disable=not self.progress,
+               mininterval=5)
     for batch in order.get_batched(n=self.batch_size):
+      bar.update(len(batch))
       length = bucket(max(len(s) - 1 for s, _ in batch), self.max_length)
       inputs = np.zeros((self.batch_size, length), np.int32)  # fixed [B, bucket]: one compile
       targets = np.zeros((self.batch_size, length), np.int32)
@@ -131,6 +152,7 @@ class PHDLM(LM):
       for row, (s, n) in enumerate(batch):
         span = slice(len(s) - 1 - n, len(s) - 1)  # the continuation's targets
         scored.append((float(logp[row, span].sum()), bool(greedy[row, span].all())))
+    bar.close()
     results = [(0.0, True)] * len(pairs)
     for i, (lp, greedy) in zip(owners, order.get_original(scored)):
       results[i] = (results[i][0] + lp, results[i][1] and greedy)
@@ -138,7 +160,10 @@ class PHDLM(LM):
 
   # ----- the lm-eval interface -----
   def loglikelihood(self, requests) -> list[tuple[float, bool]]:
-    out = self.score_tokens([self._encode_pair(*r.args) for r in requests])
+    pairs = [self._encode_pair(*r.args) for r in requests]
+    for r, (ctx, cont) in zip(requests, pairs):  # what the first window leaves out of ctx
+      self._count(r.task_name, len(ctx) + min(len(cont), self.max_length) - 1 - self.max_length)
+    out = self.score_tokens(pairs)
     for r, res in zip(requests, out):
       self.cache_hook.add_partial("loglikelihood", r.args, res)
     return out
@@ -173,9 +198,12 @@ class PHDLM(LM):
       temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
       return max_new, temperature
 
+    eos = self.tokenizer.eos_id
+    for r in requests:  # prompts keep their last seq_len - max_gen_toks tokens
+      room = max(1, self.max_length - settings(r.args)[0])
+      self._count(r.task_name, len(self.tokenizer.encode(r.args[0]) or [eos]) - room)
     order = Collator([r.args for r in requests], sort_fn=lambda a: -len(a[0]),
                      group_by="gen_kwargs", group_fn=settings)
-    eos = self.tokenizer.eos_id
     results = []
     for batch in order.get_batched(n=self.batch_size):
       max_new, temperature = settings(batch[0])

@@ -1,5 +1,5 @@
-"""lm-eval tasks by name: the paper's suite, task lookup (built-in or local YAMLs), running them,
-and their results as JSON files and as metrics.jsonl rows.
+"""lm-eval tasks by name: the paper's suite, task lookup (built-in, local YAMLs, the paper's
+cached data), loading them and running them (their results files: phd_jax/eval/results.py).
 
 Task names are resolved before any model loads, so a typo fails in a second, not after the
 checkpoint is read.
@@ -7,7 +7,6 @@ checkpoint is read.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -31,6 +30,11 @@ def expand_tasks(tasks: str | Sequence[str]) -> list[str]:
   for name in filter(None, names):
     out.extend(PAPER_TASKS if name == "paper" else [name])
   return list(dict.fromkeys(out))  # order kept, duplicates dropped
+
+
+def is_paper_task(name: str) -> bool:
+  """One of the paper's tasks, or a member of mmlu (its subjects, subgroups)."""
+  return name in PAPER_TASKS or name.startswith("mmlu")
 
 
 def offline() -> bool:
@@ -63,7 +67,7 @@ def task_manager(tasks: Sequence[str], include_path: str | None = None):
   the tasks. When every task is local, the built-in index (thousands of YAMLs, ~10 s) is skipped.
   """
   paths = []
-  paper = [t for t in tasks if t in PAPER_TASKS or t.startswith("mmlu")]
+  paper = [t for t in tasks if is_paper_task(t)]
   if paper and eval_data.present():
     paths.append(paper_suite.task_folder(eval_data.root()))
   elif paper and offline():
@@ -90,14 +94,31 @@ def resolve_tasks(tasks: Sequence[str], include_path: str | None = None):
   return manager
 
 
+def _how_to_get(name: str) -> str:
+  if is_paper_task(name):
+    return "run `make eval-data` (the paper's benchmarks, offline)"
+  return ("a built-in task downloads from the Hugging Face hub: run once with network access; "
+          "a local task: check its YAML's dataset and split names against its data")
+
+
 def load_tasks(tasks: Sequence[str], manager) -> list:
-  """The built tasks and groups (lm-eval's objects, datasets loaded), with bpb added to every
-  multiple-choice task (phd_jax/eval/bpb.py); each group as one object, so results keep it."""
-  built = []
+  """The built tasks and groups (lm-eval's objects, their data loaded), with bpb added to every
+  multiple-choice task (phd_jax/eval/bpb.py); each group as one object, so results keep it.
+
+  Every task is tried, so one error names each task that cannot load, and how to get it.
+  """
+  built, failed = [], []
   for name in tasks:
-    loaded = manager.load([name])
+    try:
+      loaded = manager.load([name])
+    except Exception as e:  # lm-eval and datasets raise many kinds: missing splits, files, hub
+      why = " ".join(str(e).split())[:200]
+      failed.append(f"{name} ({type(e).__name__}: {why}; {_how_to_get(name)})")
+      continue
     add_bpb(loaded)
     built += [loaded["groups"][name]] if name in loaded["groups"] else loaded["tasks"].values()
+  if failed:
+    raise ValueError(f"{len(failed)} of {len(tasks)} task(s) cannot load: " + "; ".join(failed))
   return built
 
 
@@ -114,41 +135,19 @@ def scored_splits(built: Sequence) -> dict[str, str]:
   return out
 
 
-def run_tasks(lm: PHDLM, tasks: Sequence[str], manager, *, limit: int | None = None,
-              num_fewshot: int | None = None, log_samples: bool = False) -> dict:
-  """lm-eval's simple_evaluate over `lm`; returns its output ({"results": {task: {...}}, ...})
-  plus "splits": {task: the split scored}."""
+def run_tasks(lm: PHDLM, tasks: Sequence, manager, *, limit: int | None = None,
+              num_fewshot: int | None = None, log_samples: bool = False,
+              bootstrap_iters: int = 0) -> dict:
+  """lm-eval's simple_evaluate over `lm` on task names or `load_tasks`' objects; returns its
+  output ({"results": {task: {...}}, ...}) plus "splits": {task: the split scored}.
+
+  bootstrap_iters > 0 reports standard errors: closed form for mean metrics (acc, acc_norm,
+  bpb), bootstrapped with that many draws for the few metrics without one (f1, mcc, ...).
+  """
   import lm_eval
-  built = load_tasks(tasks, manager)
+  built = load_tasks(tasks, manager) if all(isinstance(t, str) for t in tasks) else list(tasks)
   out = lm_eval.simple_evaluate(model=lm, tasks=built, task_manager=manager, limit=limit,
                                 num_fewshot=num_fewshot, log_samples=log_samples,
-                                bootstrap_iters=0)
+                                bootstrap_iters=bootstrap_iters)
   out["splits"] = scored_splits(built)
   return out
-
-
-def write_json(path: str, results: dict) -> None:
-  """Atomic write of lm-eval's output (its own serialiser for the non-JSON values); a bucket URL
-  gets the whole object once the JSON is complete."""
-  from lm_eval.utils import handle_non_serializable
-  with fs.atomic_open(path) as f:
-    json.dump(results, f, indent=2, default=handle_non_serializable, ensure_ascii=False)
-
-
-def flatten_results(results: dict, only: Sequence[str] | None = None) -> dict[str, float]:
-  """lm-eval's {"results": {task: {"acc,none": x, "acc_stderr,none": ..}}} -> {"eval/task/acc": x}.
-
-  Standard errors and non-numeric fields are left out; a filter other than "none" is kept in the
-  name (eval/task/exact_match/strict-match). `only`: these tasks and groups (mmlu, not its 57
-  subjects and 4 subgroups).
-  """
-  row = {}
-  for task, metrics in results["results"].items():
-    if only is not None and task not in only:
-      continue
-    for key, value in metrics.items():
-      metric, _, filt = key.partition(",")
-      if not filt or "_stderr" in metric or not isinstance(value, (int, float)):
-        continue
-      row[f"eval/{task}/{metric}" + ("" if filt == "none" else f"/{filt}")] = float(value)
-  return row

@@ -21,6 +21,9 @@ from flax import nnx, traverse_util
 
 from phd_jax import config
 from phd_jax import files as fs
+from phd_jax.data import tokenizers
+from phd_jax.data.tokenizers import Tokenizer
+from phd_jax.interop import hf_tokenizer
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.checkpoint import Checkpointer
 from phd_jax.train.state import create_state
@@ -215,8 +218,11 @@ def _export_refusal(model: Transformer) -> str | None:
   return None
 
 
-def save_olmo2(model: Transformer, out_dir: str) -> None:
-  """Writes config.json + model.safetensors (fp32) that transformers loads as Olmo2ForCausalLM.
+def save_olmo2(model: Transformer, out_dir: str, tokenizer: Tokenizer | None = None,
+               max_length: int = MAX_POSITIONS) -> None:
+  """Writes config.json + model.safetensors (fp32) that transformers loads as Olmo2ForCausalLM;
+  with the run's `tokenizer`, also its files (phd_jax/interop/hf_tokenizer.py), its special ids
+  in config.json and a generation_config.json, so the directory stands on its own.
 
   `out_dir` may be a bucket URL: each file is written locally and uploaded whole once complete.
   """
@@ -243,6 +249,14 @@ def save_olmo2(model: Transformer, out_dir: str) -> None:
         "attention_bias": False, "attention_dropout": 0.0,
         "tie_word_embeddings": m.tie_embeddings, "torch_dtype": "float32",
         "pad_token_id": None, "bos_token_id": None, "eos_token_id": None}
+  if tokenizer is not None:
+    if tokenizer.vocab_size > m.vocab_size:
+      raise ValueError(f"save_olmo2: the tokenizer has {tokenizer.vocab_size} ids but the model "
+                       f"only {m.vocab_size} embedding rows")
+    hf.update(hf_tokenizer.special_ids(tokenizer))
+    hf_tokenizer.export_tokenizer(tokenizer, out_dir, max_length)
+    fs.write_text(fs.join(out_dir, "generation_config.json"), json.dumps(
+        {"_from_model_config": True, **hf_tokenizer.special_ids(tokenizer)}, indent=2))
   stale = fs.join(out_dir, "model.safetensors.index.json")  # would shadow the new weights
   if fs.exists(stale):
     fs.remove(stale)
@@ -251,12 +265,23 @@ def save_olmo2(model: Transformer, out_dir: str) -> None:
   fs.write_text(fs.join(out_dir, "config.json"), json.dumps(hf, indent=2))
 
 
-def import_run(hf_dir: str, cfg: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes RUN's step-0 checkpoint: OLMo2 weights, a fresh optimizer, cfg with OLMo2's shapes."""
+def import_run(hf_dir: str, cfg: ml_collections.ConfigDict, workdir: str,
+               tokenizer: str | None = None) -> str:
+  """Writes RUN's step-0 checkpoint: OLMo2 weights, a fresh optimizer, cfg with OLMo2's shapes.
+
+  The tokenizer is `tokenizer` if given, else the one `hf_dir` carries, else cfg's; it must fit
+  the checkpoint's embedding, and is copied into the run. Returns what it used.
+  """
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   cfg.model = olmo2_model_config(read_config(hf_dir), cfg.model,
                                  where=fs.join(hf_dir, "config.json"))
+  spec = tokenizer or hf_tokenizer.find_tokenizer(hf_dir) or cfg.data.tokenizer
+  tok = tokenizers.load(spec)
+  hf_tokenizer.check_fits(tok, cfg.model.vocab_size, fs.join(hf_dir, "config.json"))
+  cfg.data.tokenizer = spec
   config.validate_config(cfg)
+  if tok.path is not None:  # the run's own copy (below), so the run moves with its tokenizer
+    cfg.data.tokenizer = fs.join(workdir, tokenizers.RUN_FILES[tok.kind])
   ckpt = Checkpointer(workdir, cfg.train.keep_checkpoints)
   existing = ckpt.latest_step()
   if existing is not None:
@@ -269,6 +294,8 @@ def import_run(hf_dir: str, cfg: ml_collections.ConfigDict, workdir: str) -> Non
   model_params = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(model_params, jax.tree.map(jax.numpy.asarray, params))
   nnx.update(model, model_params)
+  tokenizers.save_to_run(tok, workdir)
   ckpt.save(0, nnx.state((model, optimizer)), None, cfg)
   ckpt.wait()
   ckpt.close()
+  return spec

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from phd_jax.data.tokenizers import Tokenizer
+from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model.flops import Throughput
 from phd_jax.run.checkpoint import Checkpointer
@@ -150,6 +151,7 @@ class LmEvalHook(Hook):
     e = self.cfg.eval
     lm = PHDLM(nnx.merge(self.graphdef, state)[0], self.tokenizer, self.cfg.train.seq_len,
                e.batch_size)
+    lm.progress = False  # the training log's own line reports the evaluation
     lm_logger = logging.getLogger("lm_eval")
     level = lm_logger.level
     lm_logger.setLevel(logging.ERROR)  # its per-task INFO/WARNING lines would drown the progress
@@ -158,7 +160,7 @@ class LmEvalHook(Hook):
                                      num_fewshot=None if e.num_fewshot < 0 else e.num_fewshot)
     finally:
       lm_logger.setLevel(level)
-    row = {"step": step, **eval_tasks.flatten_results(results, only=self.tasks)}
+    row = {"step": step, **eval_results.flatten_results(results, only=self.tasks)}
     if self.log:
       self.log.write(row, sync=True)  # rare and slow to make: in a bucket at once
     shown = ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items()

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from phd_jax.config import validate_config
+from phd_jax.config import resolve_vocab_size, validate_config
 from phd_jax.config.mesh import rules as mesh_rules
 from phd_jax.data import tokenizers, windows
 from phd_jax.model import sharding
@@ -49,13 +49,14 @@ class Run:
 
 def start_run(cfg: ml_collections.ConfigDict, workdir: str) -> Run:
   """Validates, builds the state on the mesh and resumes from the workdir's latest checkpoint."""
+  chief = jax.process_index() == 0  # only process 0 prints and writes metrics
+  say = (lambda *a, **k: print(*a, **k, flush=True)) if chief else (lambda *a, **k: None)
+  resolve_vocab_size(cfg, say)  # "auto": from the tokenizer, before anything is sized
   spec = validate_config(cfg)
   t = cfg.train
   workdir = prepare_workdir(workdir)  # a file, unwritable, foreign checkpoints: clear errors
   tok = tokenizers.from_config(cfg.data)
   splits = windows.load_splits(cfg.data, tok, cfg.model.vocab_size, t.seq_len)
-  chief = jax.process_index() == 0  # only process 0 prints and writes metrics
-  say = (lambda *a, **k: print(*a, **k, flush=True)) if chief else (lambda *a, **k: None)
   say(splits.description)
   if chief:
     tokenizers.save_to_run(tok, workdir)  # generate and evaluate load the run's own copy

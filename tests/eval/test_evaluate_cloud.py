@@ -12,6 +12,7 @@ from flax import nnx
 
 from configs import model_tiny
 from phd_jax import files as fs
+from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.interop.olmo2 import import_run, save_olmo2
 from phd_jax.model.transformer import Transformer
@@ -56,7 +57,7 @@ def test_evaluate_writes_its_results_to_a_bucket(gs_url, vanilla_run, local_task
 def test_write_json_uploads_lm_evals_output_whole(bucket):
   results = {"results": {"t": {"acc,none": np.float32(0.5)}}, "config": {"f": len}}
   path = fs.join(bucket, "sub", "results.json")
-  eval_tasks.write_json(path, results)
+  eval_results.write_json(path, results)
   got = json.loads(fs.read_text(path))
   assert got["results"] == {"t": {"acc,none": 0.5}} and isinstance(got["config"]["f"], str)
   assert fs.listdir(fs.join(bucket, "sub")) == ["results.json"]  # no temporary left beside it

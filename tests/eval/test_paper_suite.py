@@ -107,7 +107,8 @@ SEQ_LEN = 1024  # longer than every scored document here: nothing is cut
 
 def brute_force(model, task, docs):
   """Per document: log-likelihood of every choice (" " + choice after the prompt) from one
-  unpadded forward pass each; acc, acc_norm (by characters) and the gold choice's bpb."""
+  forward pass each (right-padded to a multiple of 128, so a few compiles serve every length);
+  acc, acc_norm (by characters) and the gold choice's bpb."""
   fwd = nnx.jit(lambda m, t: jax.nn.log_softmax(m(t), axis=-1))
   out = []
   for doc in docs:
@@ -117,7 +118,9 @@ def brute_force(model, task, docs):
       ctx, cont = list(prompt.encode()), list((" " + choice).encode())
       full = ctx + cont
       assert len(full) <= SEQ_LEN
-      logp = np.asarray(fwd(model, np.asarray([full[:-1]], np.int32)))[0]
+      row = np.zeros((1, -(-len(full) // 128) * 128), np.int32)
+      row[0, :len(full) - 1] = full[:-1]
+      logp = np.asarray(fwd(model, row))[0]
       lls.append(float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(cont))))
     lengths = np.array([len(c) for c in choices], float)
     out.append(dict(lls=lls, acc=float(np.argmax(lls) == gold),

@@ -67,3 +67,49 @@ def test_export_loads_in_transformers(tmp_path, tied, scan):
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
   assert type(hf).__name__ == "Olmo2ForCausalLM"
   assert rel_error(model(jnp.asarray(TOKENS, jnp.int32)), hf_logits(hf)) <= 1e-4
+
+
+def greedy_pair(out, model, tok, prompt, new=24):
+  """(transformers' greedy tokens, ours) for `prompt`, each with the export's own tokenizer."""
+  from phd_jax.inference import decode
+  hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+  ids = hf_tok(prompt, return_tensors="pt").input_ids
+  assert ids[0].tolist() == tok.encode(prompt)  # the same ids from both tokenizers
+  with torch.no_grad():
+    theirs = hf.generate(ids, max_new_tokens=new, do_sample=False)[0, ids.shape[1]:].tolist()
+  row, n = decode.generate(model, [tok.encode(prompt)], new, eos_id=tok.eos_id)
+  ours = [int(t) for t in row[0][:n[0]]]
+  assert hf_tok.decode(theirs, skip_special_tokens=True) == tok.decode(theirs)
+  return theirs, ours
+
+
+def test_an_exported_run_generates_in_transformers_with_its_own_tokenizer(corpus_glob, tmp_path):
+  """phd-hf export of a trained byte-level run: AutoTokenizer + AutoModelForCausalLM load the
+  directory alone and greedy decoding gives our tokens."""
+  from phd_jax.data.tokenizers import for_run
+  from phd_jax.run.load import load_run
+  from phd_jax.train.loop import train_and_evaluate
+  from tests.helpers import tiny_config
+  from tests.interop.test_olmo2 import run_cli
+  cfg = tiny_config(corpus_glob, steps=30)
+  cfg.model.phd.update(variant="vanilla", num_copies=1, window=0, chunk=0)
+  run, out = str(tmp_path / "run"), tmp_path / "hf"
+  train_and_evaluate(cfg, run)
+  assert run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={out}").returncode == 0
+  model, saved, _ = load_run(run)
+  theirs, ours = greedy_pair(out, model, for_run(run, saved), "def value(self")
+  assert theirs[:len(ours)] == ours and len(ours) > 0
+
+
+def test_an_hf_tokenizer_export_generates_the_same_tokens(bpe_path, tmp_path):
+  from phd_jax.data.tokenizers import HFTokenizer
+  m = base.get_config().model
+  m.update(num_layers=2, d_model=40, num_heads=4, num_kv_heads=2, head_dim=12, mlp_dim=72,
+           vocab_size=384, init_std=0.2)
+  m.phd.update(variant="vanilla", num_copies=1, window=0, chunk=0)
+  model = Transformer(m, rngs=nnx.Rngs(5))
+  tok = HFTokenizer(bpe_path)
+  save_olmo2(model, str(tmp_path), tok, max_length=64)
+  theirs, ours = greedy_pair(tmp_path, model, tok, "import self value for")
+  assert theirs[:len(ours)] == ours and len(ours) > 0
