@@ -38,6 +38,7 @@ def test_bad_or_unresolved_sizes_are_named(value, match):
     validate_model_config(m)
 
 
+@pytest.mark.slow  # a training subprocess (make test-all); the resolution itself is tested above
 def test_auto_from_the_command_line_is_saved_as_the_size_it_became(corpus_glob, tmp_path):
   run = tmp_path / "run"
   done = subprocess.run(

@@ -21,6 +21,7 @@ def paper_table(*args: str, **env: str) -> subprocess.CompletedProcess:
                              **env})
 
 
+@pytest.mark.slow  # ~30 s: an experiment script end to end (make test-all); its parts are tested
 def test_paper_table_of_a_tiny_run(tmp_path, corpus_glob, eval_data_root):
   """About 30 s on 2 CPU cores: 3 training steps, then 2 documents per task."""
   run, empty, out = tmp_path / "tiny", tmp_path / "empty", tmp_path / "table" / "paper.md"
