@@ -18,6 +18,11 @@ DATA_SOURCES = ("stdlib", "text_files", "tokens")
 VOCAB_MULTIPLE = 128  # model.vocab_size="auto" pads the tokenizer's vocabulary to this (TPU lanes)
 
 
+def padded_vocab(n: int) -> int:
+  """n ids rounded up to a multiple of VOCAB_MULTIPLE: what model.vocab_size="auto" becomes."""
+  return -(-n // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
 def _need(cond: bool, field: str, value, allowed: str) -> None:
   if not cond:
     raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
@@ -44,7 +49,7 @@ def resolve_vocab_size(cfg: ml_collections.ConfigDict, say=print) -> None:
   if cfg.model.vocab_size != "auto":
     return
   n = tokenizers.from_config(cfg.data).vocab_size
-  size = -(-n // VOCAB_MULTIPLE) * VOCAB_MULTIPLE  # the same rounding as the hint below
+  size = padded_vocab(n)
   with cfg.ignore_type():
     cfg.model.vocab_size = size
   say(f"model.vocab_size=auto: {size} (the tokenizer's {n} ids, rounded up to a multiple of "
@@ -135,10 +140,9 @@ def _validate_tokens(cfg: ml_collections.ConfigDict) -> None:
   """The tokenizer loads, fits the model's vocab, and suits the data source."""
   d = cfg.data
   tok = tokenizers.from_config(d)  # names config.data.tokenizer when missing or unreadable
-  padded = -(-tok.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
   _need(cfg.model.vocab_size >= tok.vocab_size, "model.vocab_size", cfg.model.vocab_size,
         f"must be >= {tok.vocab_size}, the vocabulary of config.data.tokenizer={d.tokenizer!r} "
-        f"(e.g. {padded}, a multiple of 128, or 'auto', which picks that)")
+        f"(e.g. {padded_vocab(tok.vocab_size)}, a multiple of 128, or 'auto', which picks that)")
   _need(d.source == "tokens" or d.tokenizer == "bytes", "data.tokenizer", d.tokenizer,
         f"data.source={d.source!r} reads raw bytes: use 'bytes', or tokenize the corpus with "
         "`phd-prepare` and train with data.source='tokens'")

@@ -199,16 +199,19 @@ class PHDLM(LM):
       return max_new, temperature
 
     eos = self.tokenizer.eos_id
+    ids_of = {}  # each prompt encoded once: counted here, cut and decoded from below
     for r in requests:  # prompts keep their last seq_len - max_gen_toks tokens
+      if r.args[0] not in ids_of:
+        ids_of[r.args[0]] = self.tokenizer.encode(r.args[0]) or [eos]
       room = max(1, self.max_length - settings(r.args)[0])
-      self._count(r.task_name, len(self.tokenizer.encode(r.args[0]) or [eos]) - room)
+      self._count(r.task_name, len(ids_of[r.args[0]]) - room)
     order = Collator([r.args for r in requests], sort_fn=lambda a: -len(a[0]),
                      group_by="gen_kwargs", group_fn=settings)
     results = []
     for batch in order.get_batched(n=self.batch_size):
       max_new, temperature = settings(batch[0])
       max_ctx = max(1, self.max_length - max_new)  # room for the answer within seq_len
-      prompts = [(self.tokenizer.encode(ctx) or [eos])[-max_ctx:] for ctx, _ in batch]
+      prompts = [ids_of[ctx][-max_ctx:] for ctx, _ in batch]
       filler = [eos] * bucket(max(map(len, prompts)), max_ctx)
       prompts += [filler] * (self.batch_size - len(prompts))
       ids, lengths = decode.generate(self.model, prompts, max_new, temperature=temperature,
