@@ -22,8 +22,8 @@ LAYERS = [
     ("phd_jax.run",),
     ("phd_jax.inference",),
     ("phd_jax.eval",),
-    ("phd_jax.train",),
     ("phd_jax.interop",),
+    ("phd_jax.train",),
     ("phd_jax.cli",),
 ]
 # `python -m phd_jax.X` under the commands' earlier names: thin entry points into phd_jax.cli.

@@ -3,7 +3,8 @@
   phd-train --config=configs/quickstart.py --workdir=runs/demo [--config.train.steps=600]
 
 Running the same command again resumes from the latest checkpoint; without --config, a run
-resumes with the config saved in its workdir (e.g. after `phd-hf import`).
+resumes with the config saved in its workdir. A new run starts from other weights (a run's step,
+`phd-hf import`'s weights, an OLMo2 folder) with --config.train.init_from=PATH[:STEP].
 """
 from __future__ import annotations
 

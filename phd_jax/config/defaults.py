@@ -81,6 +81,10 @@ def default_config() -> ml_collections.ConfigDict:
   d.seed = 0
 
   cfg.train = t = ml_collections.ConfigDict()
+  # A new run's starting weights (phd_jax/train/init_from.py), a fresh optimizer either way:
+  # "" (from scratch) | RUN | RUN:STEP | WEIGHTS (phd-hf import) | HF_DIR (an OLMo2 folder).
+  # Ignored once the run has a checkpoint of its own (it resumes from that).
+  t.init_from = ""
   t.steps = 1000
   t.batch_size = 16
   t.seq_len = 256  # original tokens (positions) per sequence; the model sees K times as many

@@ -20,6 +20,7 @@ ADDED = {
     ("model", "qk_norm"): "head",  # the model normed per head before the field existed
     ("model", "xla_block"): XLA_BLOCK,
     ("data", "tokenizer"): "bytes",
+    ("train", "init_from"): "",  # started from scratch (or from an import's step-0 checkpoint)
 }
 
 

@@ -101,11 +101,12 @@ def find_tokenizer(hf_dir: str) -> str | None:
   return None
 
 
-def check_fits(tok: Tokenizer, rows: int, where: str) -> None:
+def check_fits(tok: Tokenizer, rows: int, where: str, flag: str = "--tokenizer") -> None:
   """Refuses a tokenizer that is not the checkpoint's: ids past its embedding, or one that
-  covers under half of it (a byte tokenizer on a 100k-row embedding generates garbage)."""
+  covers under half of it (a byte tokenizer on a 100k-row embedding generates garbage); `flag`
+  is what the message tells to set."""
   if tok.vocab_size > rows or 2 * tok.vocab_size <= rows:
     raise ValueError(f"the tokenizer {tok.path or tok.name} has {tok.vocab_size} ids but the "
                      f"checkpoint's embedding in {where} has {rows} rows: not this checkpoint's "
-                     "tokenizer; give the right one with --tokenizer=PATH (tokenizer.json or "
+                     f"tokenizer; give the right one with {flag}=PATH (tokenizer.json or "
                      ".model)")

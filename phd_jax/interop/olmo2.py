@@ -3,9 +3,10 @@
 Our vanilla model *is* OLMo2 (phd_jax/model/transformer.py), so a transformers
 `Olmo2ForCausalLM` directory maps tensor for tensor onto a Transformer, and PHD reuses the same
 weights (it adds no parameters):
-  load_olmo2(hf_dir, phd=None)      -> Transformer (PHD too, given `cfg.model.phd` fields)
-  save_olmo2(model, out_dir)        -> a directory transformers loads (K = 1 models only)
-  import_run(hf_dir, cfg, workdir)  -> a run's step-0 checkpoint (`phd-hf import`)
+  load_olmo2(hf_dir, phd=None)       -> Transformer (PHD too, given `cfg.model.phd` fields)
+  save_olmo2(model, out_dir)         -> a directory transformers loads (K = 1 models only)
+  import_weights(hf_dir, out, cfg)   -> model-only weights a run starts from (`phd-hf import`;
+                                        `phd-train --config.train.init_from=OUT`)
 HF Linear weights are [out, in]; ours (nnx.Linear kernels) are [in, out].
 Every directory may be a local folder or a gs:// / s3:// URL: all file access goes through
 phd_jax/files.
@@ -26,7 +27,6 @@ from phd_jax.data.tokenizers import Tokenizer
 from phd_jax.interop import hf_tokenizer
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.checkpoint import Checkpointer
-from phd_jax.train.state import create_state
 
 # Our path inside a Block -> the HF name inside model.layers.N.
 _BLOCK = {
@@ -199,7 +199,11 @@ def load_olmo2(hf_dir: str, phd: dict | None = None,
   base: a cfg.model for the fields config.json does not set (dtypes, remat, scan_layers, ...).
   """
   m = olmo2_model_config(read_config(hf_dir), base, phd, fs.join(hf_dir, "config.json"))
-  params = olmo2_params(read_tensors(hf_dir), m, hf_dir)
+  return _model(m, olmo2_params(read_tensors(hf_dir), m, hf_dir))
+
+
+def _model(m: ml_collections.ConfigDict, params: dict) -> Transformer:
+  """The Transformer of config `m` holding `params` (olmo2_params' pure dict)."""
   graphdef, state, _ = _abstract(m)
   nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
   return nnx.merge(graphdef, state)
@@ -265,37 +269,35 @@ def save_olmo2(model: Transformer, out_dir: str, tokenizer: Tokenizer | None = N
   fs.write_text(fs.join(out_dir, "config.json"), json.dumps(hf, indent=2))
 
 
-def import_run(hf_dir: str, cfg: ml_collections.ConfigDict, workdir: str,
-               tokenizer: str | None = None) -> str:
-  """Writes RUN's step-0 checkpoint: OLMo2 weights, a fresh optimizer, cfg with OLMo2's shapes.
+def import_weights(hf_dir: str, out: str, cfg: ml_collections.ConfigDict | None = None,
+                   tokenizer: str | None = None) -> str:
+  """Writes OUT: model-only weights a run starts from (`config.train.init_from=OUT`).
 
-  The tokenizer is `tokenizer` if given, else the one `hf_dir` carries, else cfg's; it must fit
-  the checkpoint's embedding, and is copied into the run. Returns what it used.
+  OUT holds the OLMo2 weights as a checkpoint of the model's parameters alone (one step, 0; no
+  optimizer state), the config (`cfg`, default the library's, with OLMo2's shapes from
+  config.json) and the tokenizer: `tokenizer` if given, else the one `hf_dir` carries, else
+  cfg's; it must fit the embedding. phd-generate, phd-evaluate and phd-hf export read OUT as they
+  read a run. Returns the tokenizer used.
   """
-  cfg = ml_collections.ConfigDict(cfg.to_dict())
-  cfg.model = olmo2_model_config(read_config(hf_dir), cfg.model,
-                                 where=fs.join(hf_dir, "config.json"))
+  cfg = ml_collections.ConfigDict((cfg or config.default_config()).to_dict())
+  where = fs.join(hf_dir, "config.json")
+  cfg.model = olmo2_model_config(read_config(hf_dir), cfg.model, where=where)
+  config.validate_model_config(cfg.model)
   spec = tokenizer or hf_tokenizer.find_tokenizer(hf_dir) or cfg.data.tokenizer
   tok = tokenizers.load(spec)
-  hf_tokenizer.check_fits(tok, cfg.model.vocab_size, fs.join(hf_dir, "config.json"))
-  cfg.data.tokenizer = spec
-  config.validate_config(cfg)
-  if tok.path is not None:  # the run's own copy (below), so the run moves with its tokenizer
-    cfg.data.tokenizer = fs.join(workdir, tokenizers.RUN_FILES[tok.kind])
-  ckpt = Checkpointer(workdir, cfg.train.keep_checkpoints)
-  existing = ckpt.latest_step()
-  if existing is not None:
+  hf_tokenizer.check_fits(tok, cfg.model.vocab_size, where)
+  # The copy (below) travels with the weights; a run started from them checks it is its own.
+  cfg.data.tokenizer = fs.join(out, tokenizers.RUN_FILES[tok.kind]) if tok.path else "bytes"
+  ckpt = Checkpointer(out, keep=1)
+  try:
+    existing = ckpt.latest_step()
+    if existing is not None:
+      raise ValueError(f"{out} already holds checkpoints (step {existing}); import into a new "
+                       "folder. Nothing was overwritten.")
+    model = _model(cfg.model, olmo2_params(read_tensors(hf_dir), cfg.model, hf_dir))
+    tokenizers.save_to_run(tok, out)
+    ckpt.save(0, nnx.state((model,)), None, cfg)  # subtree 0, as a training checkpoint's model
+    ckpt.wait()
+  finally:
     ckpt.close()
-    raise ValueError(f"{workdir} already holds checkpoints (step {existing}); import into a "
-                     "new --workdir. Nothing was overwritten.")
-  params = olmo2_params(read_tensors(hf_dir), cfg.model, hf_dir)
-  graphdef, state = create_state(cfg)
-  model, optimizer = nnx.merge(graphdef, state)
-  model_params = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(model_params, jax.tree.map(jax.numpy.asarray, params))
-  nnx.update(model, model_params)
-  tokenizers.save_to_run(tok, workdir)
-  ckpt.save(0, nnx.state((model, optimizer)), None, cfg)
-  ckpt.wait()
-  ckpt.close()
   return spec

@@ -34,7 +34,9 @@ Log = Callable[[str], None]
 
 
 class CheckpointMismatchError(ValueError):
-  """The workdir holds a checkpoint of a model with other parameter shapes."""
+  """A checkpoint that does not fit the run: a model with other parameter shapes (in the workdir
+  or in train.init_from), or model-only weights where a run is to be resumed. No damage: it
+  propagates through `restore_newest` at once."""
 
 
 class CheckpointSaveError(ValueError):
@@ -89,14 +91,33 @@ class Checkpointer:
 
     Arrays of `state` without a sharding (abstract ones, e.g. from nnx.eval_shape) land on this
     process's first device: a run saved on any mesh restores onto one device for inference.
+    Model-only weights (`phd-hf import`) have no optimizer to resume: CheckpointMismatchError.
     """
     target = jax.tree.map(_restore_target, nnx.to_pure_dict(state))
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None and fs.isdir(fs.join(self.directory, str(step), "data")):
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception:
+      if self._model_only(step, target):
+        workdir = fs.dirname(self.directory)
+        raise CheckpointMismatchError(
+            f"{workdir} holds model-only weights (step {step}, no optimizer state: what "
+            "`phd-hf import` writes), not a run to resume: start a new run from them with "
+            f"--config.train.init_from={workdir} and another --workdir. Nothing was changed."
+            ) from None
+      raise
     nnx.replace_by_pure_dict(state, restored["state"])
     return state
+
+  def _model_only(self, step: int, target: dict) -> bool:
+    """Whether the step holds the model (subtree 0) of `target` but not its optimizer (1)."""
+    try:
+      saved = set(self.manager.item_metadata(step)["state"])
+    except Exception:  # damaged: the restore's own error says why
+      return False
+    return {str(k) for k in target} - saved == {"1"}
 
   def restore_params(self, step: int, model_state: nnx.State) -> nnx.State:
     """Only the model's arrays (item `state`, subtree 0) into `model_state`: inference reads a
@@ -274,8 +295,9 @@ def param_shapes(model_cfg: ml_collections.ConfigDict) -> dict:
 def check_compatible(workdir: str, step: int, saved: ml_collections.ConfigDict,
                      current: ml_collections.ConfigDict) -> list[str]:
   """Raises CheckpointMismatchError if shapes differ; returns the model fields that changed."""
-  changed = _diff(saved.model.to_dict(), current.model.to_dict(), "model")
-  if param_shapes(saved.model) != param_shapes(current.model):
+  changes, reshaping = model_changes(saved.model, current.model)
+  changed = describe(changes, "checkpoint")
+  if reshaping:
     raise CheckpointMismatchError(
         f"workdir {workdir} holds a checkpoint (step {step}) of a model with other parameter "
         f"shapes; changed fields: {'; '.join(changed)}. Use another --workdir, or delete "
@@ -283,12 +305,49 @@ def check_compatible(workdir: str, step: int, saved: ml_collections.ConfigDict,
   return changed
 
 
-def _diff(a: dict, b: dict, prefix: str) -> list[str]:
+Change = tuple[str, Any, Any]  # (field path, e.g. "model.d_model", saved value, current value)
+
+
+def model_changes(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict
+                  ) -> tuple[list[Change], list[Change]]:
+  """Two model configs compared: (every field that differs; those among them that change the
+  parameter shapes, empty when the shapes are equal). A field counts as changing the shapes when
+  setting it alone in `current` to its saved value does; if none does alone, all are named."""
+  changes = _diff(saved.to_dict(), current.to_dict(), "model")
+  shapes = param_shapes(current)
+  if param_shapes(saved) == shapes:
+    return changes, []
+  return changes, [c for c in changes if _reshapes(current, c, shapes)] or changes
+
+
+def describe(changes: list[Change], source: str) -> list[str]:
+  """'model.d_model: SOURCE 64, config 96' for each change."""
+  return [f"{path}: {source} {a!r}, config {b!r}" for path, a, b in changes]
+
+
+def _reshapes(model_cfg: ml_collections.ConfigDict, change: Change, shapes: dict) -> bool:
+  """Whether undoing `change` alone changes the shapes: so a refusal names num_layers, not the
+  PHD variant that may differ beside it."""
+  path, saved_value, _ = change
+  m = ml_collections.ConfigDict(model_cfg.to_dict())
+  *parents, leaf = path.split(".")[1:]
+  node = m
+  for name in parents:
+    node = node[name]
+  try:
+    with m.ignore_type():
+      node[leaf] = saved_value
+    return param_shapes(m) != shapes
+  except Exception:  # an invalid combination on its own (num_heads without num_kv_heads): no sign
+    return False
+
+
+def _diff(a: dict, b: dict, prefix: str) -> list[Change]:
   out = []
   for key in sorted(set(a) | set(b)):
     va, vb = a.get(key), b.get(key)
     if isinstance(va, dict) and isinstance(vb, dict):
       out += _diff(va, vb, f"{prefix}.{key}")
     elif va != vb:
-      out.append(f"{prefix}.{key}: checkpoint {va!r}, config {vb!r}")
+      out.append((f"{prefix}.{key}", va, vb))
   return out

@@ -20,6 +20,7 @@ from phd_jax.model.transformer import param_count
 from phd_jax.run.checkpoint import Checkpointer, check_compatible, warn
 from phd_jax.run.workdir import prepare_workdir
 from phd_jax.spec import PHDSpec
+from phd_jax.train import init_from
 from phd_jax.train.state import create_state, make_train_step
 
 
@@ -83,10 +84,11 @@ def start_run(cfg: ml_collections.ConfigDict, workdir: str) -> Run:
 
   # The newest step that restores; newer damaged ones are named and moved aside (STEP.damaged).
   found = ckpt.restore_newest(restore, log=log)
-  start = found[0] if found else 0  # 0 also for a run imported from OLMo2: resumed all the same
+  start = found[0] if found else 0
   if found:
     say(f"resumed from step {start} in {workdir}"
         + (f" (changed model fields: {'; '.join(found[1])})" if found[1] else ""))
+  init_from.initialize(cfg, state, tok, start if found else None, say)  # new runs only
   say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
       f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
       f"{spec.num_copies * t.seq_len} model tokens per sequence; mesh {dict(mesh.shape)} over "

@@ -14,7 +14,7 @@ from configs import model_tiny
 from phd_jax import files as fs
 from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
-from phd_jax.interop.olmo2 import import_run, save_olmo2
+from phd_jax.interop.olmo2 import import_weights, save_olmo2
 from phd_jax.model.transformer import Transformer
 from tests.eval.test_evaluate import DOCS, OFFLINE, brute_force_accuracy
 
@@ -23,14 +23,15 @@ SEQ_LEN = 64
 
 @pytest.fixture(scope="module")
 def vanilla_run(tmp_path_factory):
-  """A run's workdir holding a random tiny vanilla model at step 0 (an import: no training)."""
+  """A random tiny vanilla model at step 0, imported as model-only weights (no training), which
+  phd-evaluate reads as it reads a run."""
   root = tmp_path_factory.mktemp("vanilla_run")
   cfg = model_tiny.get_config("vanilla")
   cfg.model.init_std = 0.3  # far from uniform logits, so the accuracies mean something
   cfg.train.seq_len = SEQ_LEN
   model = Transformer(cfg.model, rngs=nnx.Rngs(5))
   save_olmo2(model, str(root / "hf"))
-  import_run(str(root / "hf"), cfg, str(root / "run"))
+  import_weights(str(root / "hf"), str(root / "run"), cfg)
   return str(root / "run"), model
 
 

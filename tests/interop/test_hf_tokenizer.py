@@ -1,7 +1,8 @@
 """phd-hf carries the tokenizer both ways: an export stands on its own (tokenizer files, special
 ids in config.json and generation_config.json); an import takes the checkpoint's tokenizer,
-refuses one that does not fit its embedding, and copies it into the run. (Loading an export with
-transformers itself: tests/interop/test_olmo2_live.py, `make test-interop`.)"""
+refuses one that does not fit its embedding, and copies it beside the imported weights.
+(Loading an export with transformers itself: tests/interop/test_olmo2_live.py,
+`make test-interop`.)"""
 import json
 import os
 
@@ -12,7 +13,7 @@ from flax import nnx
 from configs import model_tiny
 from phd_jax.data.tokenizers import ByteTokenizer, HFTokenizer, for_run
 from phd_jax.interop import hf_tokenizer
-from phd_jax.interop.olmo2 import import_run, save_olmo2
+from phd_jax.interop.olmo2 import import_weights, save_olmo2
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.load import load_run
 from phd_jax.train.loop import train_and_evaluate
@@ -54,7 +55,7 @@ def test_a_byte_level_run_exports_a_tokenizer_that_encodes_like_its_own(corpus_g
   assert exported.token_to_id("<|endoftext|>") == 256
 
   back = str(tmp_path / "back")  # and in again: recognised as the byte tokenizer
-  assert import_run(str(out), cfg, back) == "bytes"
+  assert import_weights(str(out), back, cfg) == "bytes"
   assert load_run(back)[1].data.tokenizer == "bytes"
 
 
@@ -75,7 +76,7 @@ def test_import_takes_the_directorys_tokenizer_and_copies_it_into_the_run(bpe_pa
   cfg = tiny_config(corpus_glob)
   cfg.data.update(source="tokens", text_files="", token_dir="/data/prepared/later")
   run = str(tmp_path / "run")
-  assert import_run(hf, cfg, run) == os.path.join(hf, "tokenizer.json")
+  assert import_weights(hf, run, cfg) == os.path.join(hf, "tokenizer.json")
   _, saved, step = load_run(run)
   assert step == 0 and saved.data.tokenizer == os.path.join(run, "tokenizer.json")
   assert for_run(run, saved).fingerprint() == tok.fingerprint()  # the run's own copy
@@ -83,7 +84,7 @@ def test_import_takes_the_directorys_tokenizer_and_copies_it_into_the_run(bpe_pa
   other = str(tmp_path / "other.json")  # --tokenizer wins over the directory's
   with open(bpe_path) as f, open(other, "w") as g:
     g.write(f.read())
-  assert import_run(hf, cfg, str(tmp_path / "run2"), tokenizer=other) == other
+  assert import_weights(hf, str(tmp_path / "run2"), cfg, tokenizer=other) == other
 
 
 def test_import_refuses_a_tokenizer_that_is_not_the_checkpoints(corpus_glob, bpe_path, tmp_path):
@@ -91,14 +92,14 @@ def test_import_refuses_a_tokenizer_that_is_not_the_checkpoints(corpus_glob, bpe
   save_olmo2(vanilla(50304), hf)  # no tokenizer in the directory; the config's is bytes
   cfg = tiny_config(corpus_glob)
   with pytest.raises(ValueError, match=r"bytes has 257 ids .* has 50304 rows"):
-    import_run(hf, cfg, str(tmp_path / "run"))
+    import_weights(hf, str(tmp_path / "run"), cfg)
   small = str(tmp_path / "small")
   save_olmo2(vanilla(256), small)
   with pytest.raises(ValueError, match=r"bpe.json has 296 ids .* has 256 rows"):
-    import_run(small, cfg, str(tmp_path / "run"), tokenizer=bpe_path)
+    import_weights(small, str(tmp_path / "run"), cfg, tokenizer=bpe_path)
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
   done = run_cli("phd_jax.hf", "import", f"--hf_dir={hf}", "--config=configs/model_tiny.py",
-                 f"--workdir={tmp_path / 'cli'}")
+                 f"--out={tmp_path / 'cli'}")
   assert done.returncode == 1 and done.stderr.count("\n") == 1 and "50304 rows" in done.stderr
 
 

@@ -1,5 +1,6 @@
 """OLMo2 interop without torch: golden logits from transformers, export round trip, bad input,
-and continued pretraining from imported weights through the CLIs."""
+and the export command. (Continued pretraining from imported weights, through the commands:
+tests/interop/test_init_from.py.)"""
 import json
 import os
 import shutil
@@ -14,7 +15,6 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from configs import base, model_tiny
-from phd_jax.data import text, windows
 from phd_jax.interop.olmo2 import load_olmo2, read_tensors, save_olmo2
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.load import load_run
@@ -156,46 +156,6 @@ def test_bad_hf_directories_name_the_problem(tmp_path):
 def run_cli(*args, timeout=600):
   return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
                         timeout=timeout)
-
-
-def test_continued_pretraining_from_imported_weights(corpus_glob, tmp_path):
-  """hf import -> train resumes at step 0 from exactly those weights -> export loads back."""
-  m = model_tiny.get_config().model
-  m.phd.update(variant="vanilla", num_copies=1, window=0, chunk=0)
-  m.tie_embeddings = False
-  source = Transformer(m, rngs=nnx.Rngs(7))
-  save_olmo2(source, str(tmp_path / "hf"))
-  run = tmp_path / "run"
-  train_flags = [f"--config.data.text_files={corpus_glob}", "--config.data.source=text_files",
-                 "--config.train.steps=2", "--config.train.batch_size=2",
-                 "--config.train.seq_len=16", "--config.train.val_batches=1",
-                 "--config.train.log_every=1", "--config.train.sample_tokens=3",
-                 "--config.model.phd.variant=phd_cswa"]
-  imported = run_cli("phd_jax.hf", "import", f"--hf_dir={tmp_path / 'hf'}",
-                     "--config=configs/model_tiny.py", f"--workdir={run}", *train_flags)
-  assert imported.returncode == 0, imported.stderr[-2000:]
-  model, cfg, step = load_run(str(run))
-  assert step == 0 and cfg.model.phd.variant == "phd_cswa" and not cfg.model.tie_embeddings
-  params = lambda mod: jax.tree.leaves(nnx.state(mod, nnx.Param))
-  for a, b in zip(params(model), params(source)):  # restored exactly (parameters only)
-    np.testing.assert_array_equal(a, b)
-  again = run_cli("phd_jax.hf", "import", f"--hf_dir={tmp_path / 'hf'}",
-                  "--config=configs/model_tiny.py", f"--workdir={run}", *train_flags)
-  assert again.returncode != 0 and "already holds checkpoints" in again.stderr
-
-  trained = run_cli("phd_jax.train", f"--workdir={run}")  # the config saved by the import
-  assert trained.returncode == 0, trained.stderr[-2000:]
-  assert "resumed from step 0" in trained.stdout
-  rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
-  first = next(r["loss"] for r in rows if r["step"] == 1)
-  corpus = text.load_corpus(cfg.data)
-  batch = next(iter(windows.train_dataset(corpus.train, 16, 2, cfg.data.seed)))
-  logits = model(jnp.asarray(batch["inputs"]))  # the imported PHD model on the first batch
-  want = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["targets"][..., None], -1).mean()
-  np.testing.assert_allclose(first, float(want), rtol=1e-5)
-
-  exported = run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={tmp_path / 'back'}")
-  assert exported.returncode != 0 and "K=2 copies" in exported.stderr  # a PHD run stays ours
 
 
 def test_export_cli_writes_a_loadable_vanilla_run(corpus_glob, tmp_path):

@@ -1,6 +1,7 @@
 """OLMo2 interop on buckets (gs:// and s3:// emulators, tests/storage.py): export to, load from
-and import from a bucket give exactly what the local folders give, and a bucket out of reach
-fails `phd-hf` with one line before any model is built, creating nothing local."""
+and import from a bucket give exactly what the local folders give, and so does a run started
+from weights in a bucket (train.init_from); a bucket out of reach fails `phd-hf` with one line
+before any model is built, creating nothing local."""
 import json
 import os
 import subprocess
@@ -14,9 +15,12 @@ from flax import nnx
 
 from configs import model_tiny
 from phd_jax import files as fs
-from phd_jax.interop.olmo2 import import_run, load_olmo2, read_tensors, save_olmo2
+from phd_jax.data.tokenizers import ByteTokenizer
+from phd_jax.interop.olmo2 import import_weights, load_olmo2, read_tensors, save_olmo2
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.load import load_run
+from phd_jax.train import init_from
+from phd_jax.train.state import create_state
 from tests.helpers import ROOT
 from tests.interop.test_olmo2 import GOLDEN, shard_in_two
 
@@ -74,14 +78,22 @@ def test_import_from_a_bucket_equals_a_local_import(bucket, tmp_path, monkeypatc
   fs.upload_tree(local, remote)
   np.testing.assert_array_equal(load_olmo2(remote)(TOKENS), model(TOKENS))  # shards from a bucket
   cfg = model_tiny.get_config("vanilla")
-  import_run(local, cfg, str(tmp_path / "from_local"))
-  import_run(remote, cfg, str(tmp_path / "from_bucket"))
+  import_weights(local, str(tmp_path / "from_local"), cfg)
+  import_weights(remote, fs.join(bucket, "weights"), cfg)  # from a bucket into a bucket
   a, cfg_a, step_a = load_run(str(tmp_path / "from_local"))
-  b, cfg_b, step_b = load_run(str(tmp_path / "from_bucket"))
-  assert step_a == step_b == 0 and cfg_a.to_dict() == cfg_b.to_dict()
+  b, cfg_b, step_b = load_run(fs.join(bucket, "weights"))
+  assert step_a == step_b == 0 and cfg_a.model.to_dict() == cfg_b.model.to_dict()
   for x, y, z in zip(params(a), params(b), params(model)):
     np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(y, z)
+  # A new run starts from either in the bucket: the weights folder, or the OLMo2 folder itself.
+  cfg.model.update(tie_embeddings=False, num_layers=1)
+  for source in (fs.join(bucket, "weights"), remote):
+    cfg.train.init_from = source
+    _, state = create_state(cfg)
+    init_from.initialize(cfg, state, ByteTokenizer(), None, lambda *_: None)
+    for x, y in zip(params(model), [np.asarray(v) for v in jax.tree.leaves(state[0])]):
+      np.testing.assert_array_equal(x, y)
   assert no_local_url_folders(tmp_path)
 
 
@@ -91,9 +103,9 @@ def phd_hf(*args, cwd):
 
 
 def test_export_cli_writes_to_a_bucket(gs_url, tmp_path):
-  model, run = vanilla_model(), str(tmp_path / "run")
+  model, run = vanilla_model(), str(tmp_path / "run")  # imported weights export as a run does
   save_olmo2(model, str(tmp_path / "source"))
-  import_run(str(tmp_path / "source"), model_tiny.get_config("vanilla"), run)
+  import_weights(str(tmp_path / "source"), run, model_tiny.get_config("vanilla"))
   out = f"{gs_url}/{tmp_path.name}/hf"
   p = phd_hf("export", f"--workdir={run}", f"--out={out}", cwd=tmp_path)
   assert p.returncode == 0, p.stderr[-2000:]
@@ -112,7 +124,7 @@ def test_hf_cli_fails_fast_on_a_missing_bucket(scheme, request, tmp_path):
   for args, flag, why in [
       (["export", f"--workdir={run}", f"--out={url}"], "--out",
        f"the bucket {scheme}://no-such-bucket does not exist"),  # a write: probed
-      (["import", f"--hf_dir={url}", f"--config={config}", f"--workdir={run}"], "--hf_dir",
+      (["import", f"--hf_dir={url}", f"--config={config}", f"--out={run}"], "--hf_dir",
        f"nothing at {url} (a missing bucket")]:  # a read: listed
     p = phd_hf(*args, cwd=tmp_path)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
