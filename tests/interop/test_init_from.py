@@ -179,6 +179,10 @@ def test_init_from_an_olmo2_folder_equals_importing_it_first(tmp_path, capsys):
     init_from.open_weights(f"{weights}:3", cfg.model)
   with pytest.raises(ValueError, match="holds neither a run"):
     init_from.open_weights(str(tmp_path), cfg.model)
+  cfg.train.init_from = ""
+  with pytest.raises(CheckpointMismatchError, match="holds model-only weights .* start a new run "
+                                                    "from them with --config.train.init_from="):
+    start_run(cfg, weights)  # the weights are no run to resume
 
 
 def test_a_config_saved_before_init_from_existed_reads_back_as_from_scratch():
