@@ -279,7 +279,7 @@ def import_run(hf_dir: str, cfg: ml_collections.ConfigDict, workdir: str,
   tok = tokenizers.load(spec)
   hf_tokenizer.check_fits(tok, cfg.model.vocab_size, fs.join(hf_dir, "config.json"))
   cfg.data.tokenizer = spec
-  config.validate_config(cfg)
+  config.validate_config(cfg, tok.vocab_size)
   if tok.path is not None:  # the run's own copy (below), so the run moves with its tokenizer
     cfg.data.tokenizer = fs.join(workdir, tokenizers.RUN_FILES[tok.kind])
   ckpt = Checkpointer(workdir, cfg.train.keep_checkpoints)
