@@ -64,7 +64,7 @@ def evaluate(tasks: list[str]) -> None:
   from phd_jax.eval.harness import PHDLM  # lm-eval's model stack: after the checks above
   manager = eval_tasks.resolve_tasks(tasks, _INCLUDE.value)
   built = eval_tasks.load_tasks(tasks, manager)  # every task's data, before the model loads
-  lm = PHDLM.from_run(_WORKDIR.value, _BATCH.value)  # the newest step that loads
+  lm = PHDLM.from_run(_WORKDIR.value, _BATCH.value, probed=True)  # main probed the workdir
   print(f"# {_WORKDIR.value}, checkpoint step {lm.step}", flush=True)
   results = eval_tasks.run_tasks(lm, built, manager, limit=_LIMIT.value or None,
                                  num_fewshot=_FEWSHOT.value, log_samples=_LOG_SAMPLES.value,

@@ -11,10 +11,8 @@ from __future__ import annotations
 from absl import flags
 from ml_collections import config_flags
 
-from phd_jax import files as fs
 from phd_jax.cli import common
 from phd_jax.model import sharding
-from phd_jax.run.checkpoint import saved_run_config
 from phd_jax.train.guard import DivergenceError
 from phd_jax.train.loop import train_and_evaluate
 
@@ -34,12 +32,7 @@ def main(argv: list[str]) -> None:
   del argv
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                   auto=_DISTRIBUTED.value)
-  fs.check_access(_WORKDIR.value, "--workdir", write=True)  # before any retrying client call
-  cfg = _CONFIG.value if _CONFIG.value is not None else saved_run_config(_WORKDIR.value)
-  if cfg is None:
-    raise ValueError(f"--config is required: {_WORKDIR.value} holds no run to resume (e.g. "
-                     "--config=configs/quickstart.py)")
-  train_and_evaluate(cfg, _WORKDIR.value)
+  train_and_evaluate(_CONFIG.value, _WORKDIR.value)  # no --config: the workdir's saved one
 
 
 def run() -> None:

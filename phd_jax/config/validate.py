@@ -1,5 +1,6 @@
 """Config validation: every bad field fails here, by name and with the allowed values, before
-anything is traced or compiled."""
+anything is traced or compiled. It reads no files: what it checks against (the tokenizer's
+vocabulary) is given by the caller, which loaded it once."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import jax
 import ml_collections
 
 from phd_jax.config.mesh import batch_shards
-from phd_jax.data import tokenizers
 from phd_jax.spec import POSITION_SCHEMES, PHDSpec
 
 ATTENTION_IMPLS = ("dense", "xla", "pallas", "jax")  # phd_jax/model/attention.py says what each is
@@ -43,17 +43,17 @@ def phd_spec(model_cfg: ml_collections.ConfigDict) -> PHDSpec:
     raise ValueError(f"config.model.phd: {e}") from None
 
 
-def resolve_vocab_size(cfg: ml_collections.ConfigDict, say=print) -> None:
-  """model.vocab_size="auto" -> the tokenizer's vocabulary rounded up to a multiple of 128, set
-  in `cfg` (and so saved with the run); an explicit size is left as it is."""
+def resolve_vocab_size(cfg: ml_collections.ConfigDict, tokenizer_vocab: int, say=print) -> None:
+  """model.vocab_size="auto" -> `tokenizer_vocab` (the vocabulary of config.data.tokenizer)
+  rounded up to a multiple of 128, set in `cfg` (and so saved with the run); an explicit size is
+  left as it is."""
   if cfg.model.vocab_size != "auto":
     return
-  n = tokenizers.from_config(cfg.data).vocab_size
-  size = padded_vocab(n)
+  size = padded_vocab(tokenizer_vocab)
   with cfg.ignore_type():
     cfg.model.vocab_size = size
-  say(f"model.vocab_size=auto: {size} (the tokenizer's {n} ids, rounded up to a multiple of "
-      f"{VOCAB_MULTIPLE})")
+  say(f"model.vocab_size=auto: {size} (the tokenizer's {tokenizer_vocab} ids, rounded up to a "
+      f"multiple of {VOCAB_MULTIPLE})")
 
 
 def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
@@ -88,8 +88,10 @@ def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
   return phd_spec(m)
 
 
-def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
-  """Checks a whole training config; returns the model's PHDSpec."""
+def validate_config(cfg: ml_collections.ConfigDict, tokenizer_vocab: int) -> PHDSpec:
+  """Checks a whole training config against `tokenizer_vocab`, the vocabulary of the tokenizer
+  config.data.tokenizer names (loaded by the caller: a missing file fails there); returns the
+  model's PHDSpec."""
   spec = validate_model_config(cfg.model)
   t = cfg.train
   for f in ("steps", "batch_size", "seq_len", "log_every", "val_every", "val_batches",
@@ -132,17 +134,16 @@ def validate_config(cfg: ml_collections.ConfigDict) -> PHDSpec:
   _need(t.batch_size // t.grad_accum_steps % shards == 0, "train.grad_accum_steps",
         t.grad_accum_steps, f"leaves microbatches of {t.batch_size // t.grad_accum_steps} rows: "
         f"each must be a multiple of {shards}, the devices the batch is spread over")
-  _validate_tokens(cfg)
+  _validate_tokens(cfg, tokenizer_vocab)
   return spec
 
 
-def _validate_tokens(cfg: ml_collections.ConfigDict) -> None:
-  """The tokenizer loads, fits the model's vocab, and suits the data source."""
+def _validate_tokens(cfg: ml_collections.ConfigDict, n: int) -> None:
+  """The tokenizer (of `n` ids) fits the model's vocab and suits the data source."""
   d = cfg.data
-  tok = tokenizers.from_config(d)  # names config.data.tokenizer when missing or unreadable
-  _need(cfg.model.vocab_size >= tok.vocab_size, "model.vocab_size", cfg.model.vocab_size,
-        f"must be >= {tok.vocab_size}, the vocabulary of config.data.tokenizer={d.tokenizer!r} "
-        f"(e.g. {padded_vocab(tok.vocab_size)}, a multiple of 128, or 'auto', which picks that)")
+  _need(cfg.model.vocab_size >= n, "model.vocab_size", cfg.model.vocab_size,
+        f"must be >= {n}, the vocabulary of config.data.tokenizer={d.tokenizer!r} "
+        f"(e.g. {padded_vocab(n)}, a multiple of 128, or 'auto', which picks that)")
   _need(d.source == "tokens" or d.tokenizer == "bytes", "data.tokenizer", d.tokenizer,
         f"data.source={d.source!r} reads raw bytes: use 'bytes', or tokenize the corpus with "
         "`phd-prepare` and train with data.source='tokens'")

@@ -72,10 +72,11 @@ class PHDLM(LM):
     self.cuts: dict[str, list[int]] = defaultdict(list)  # per task: tokens cut from the left
 
   @classmethod
-  def from_run(cls, workdir: str, batch_size: int = 8) -> PHDLM:
+  def from_run(cls, workdir: str, batch_size: int = 8, *, probed: bool = False) -> PHDLM:
     """The newest checkpoint of a run that loads (its step in `.step`; a newer one that does
-    not load is named on stderr), with its own tokenizer and training seq_len."""
-    model, cfg, step = load_run(workdir)
+    not load is named on stderr), with its own tokenizer and training seq_len. `probed`: the
+    caller has checked the workdir's bucket already."""
+    model, cfg, step = load_run(workdir, probed=probed)
     lm = cls(model, for_run(workdir, cfg), cfg.train.seq_len, batch_size)
     lm.workdir, lm.step, lm.config = workdir, step, cfg
     return lm

@@ -94,6 +94,19 @@ def resolve_tasks(tasks: Sequence[str], include_path: str | None = None):
   return manager
 
 
+def config_tasks(eval_cfg) -> tuple[list[str], object | None]:
+  """config.eval's task names and the TaskManager that knows them (None without tasks): what
+  a training run evaluates, resolved at its start, so a bad name fails before anything is
+  built."""
+  names = expand_tasks(eval_cfg.tasks)
+  if not names:
+    return names, None
+  try:
+    return names, resolve_tasks(names, eval_cfg.include_path or None)
+  except ValueError as err:
+    raise ValueError(f"config.eval.tasks={eval_cfg.tasks!r} is invalid: {err}") from None
+
+
 def _how_to_get(name: str) -> str:
   if is_paper_task(name):
     return "run `make eval-data` (the paper's benchmarks, offline)"

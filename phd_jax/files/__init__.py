@@ -14,7 +14,8 @@ alike and for every kind of storage:
 
 Object stores are selected by the standard variables only: `STORAGE_EMULATOR_HOST` points GCS
 clients at a local emulator (with anonymous credentials), `AWS_ENDPOINT_URL` points S3 clients at
-another endpoint; whatever else the clients need is derived from those two (files/stores.py).
+another endpoint; whatever else the clients need is derived from those two and the user's own
+credentials where a client is first made, never at import (files/clients.py).
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO
 
+from phd_jax.files.clients import configure_clients, s3_settings  # noqa: F401 (the API)
 from phd_jax.files.stores import (  # noqa: F401 (the module's API)
     SCHEMES,
     check_access,
-    configure_clients,
     filesystem,
     is_url,
     scheme,
@@ -304,7 +305,7 @@ def copy_file(src: str, dst: str) -> None:
 @contextlib.contextmanager
 def local_copy(path: str) -> Iterator[str]:
   """A local file with the contents of `path`, for libraries that only open local files
-  (safetensors, sentencepiece): `path` itself when local, else a temporary download removed
+  (safetensors' safe_open): `path` itself when local, else a temporary download removed
   afterwards."""
   if not is_url(path):
     yield path

@@ -1,44 +1,16 @@
-"""The object stores behind phd_jax.files' URLs: their clients, configured from the standard
-variables, and the check that a bucket is usable before anything is built.
-
-`STORAGE_EMULATOR_HOST` points GCS clients at a local emulator (with anonymous credentials),
-`AWS_ENDPOINT_URL` points S3 clients at another endpoint; whatever else the clients need
-(gcsfs, tensorstore for orbax's arrays, botocore) is derived here from those two.
-"""
+"""The object stores behind phd_jax.files' URLs: their clients (configured where first made,
+files/clients.py) and the check that a bucket is usable before anything is built."""
 from __future__ import annotations
 
 import os
 import re
 import socket
-import sys
 import urllib.parse
+
+from phd_jax.files.clients import configure_clients
 
 SCHEMES = ("gs", "s3")  # the object stores phd_jax reads and writes
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-
-
-def configure_clients() -> None:
-  """Derives every client's settings from STORAGE_EMULATOR_HOST / AWS_ENDPOINT_URL (set ones are
-  kept). Runs at import, before gcsfs is imported (it reads its settings then)."""
-  gcs = os.environ.get("STORAGE_EMULATOR_HOST")
-  if gcs:
-    url = gcs if gcs.startswith(("http://", "https://")) else "http://" + gcs
-    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # no gRPC probing
-    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", url)  # orbax's arrays go through tensorstore
-    os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "anonymous")  # no credential lookup
-    # Anonymous gcsfs for every caller (orbax's epath too), so all share one client and its
-    # listing cache: fsspec reads FSSPEC_GCS_TOKEN at import, its config dict afterwards.
-    os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
-    if "fsspec" in sys.modules:
-      sys.modules["fsspec"].config.conf.setdefault("gcs", {}).setdefault("token", "anon")
-  if os.environ.get("AWS_ENDPOINT_URL"):  # botocore reads it; it still wants a key and region
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "anonymous")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "anonymous")
-    os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
-    os.environ.setdefault("AWS_REGION", os.environ["AWS_DEFAULT_REGION"])
-
-
-configure_clients()  # at import: before gcsfs is imported (it reads its settings then)
 
 
 def scheme(path: str) -> str | None:
@@ -62,8 +34,9 @@ def filesystem(path: str):
   """The fsspec filesystem serving the URL `path` (gcsfs, s3fs): the very client orbax's epath
   uses, so that both see one listing cache (a step moved here is gone for orbax too)."""
   from etils.epath import backend  # lazily: local-only runs never import the cloud clients
-  configure_clients()
-  return backend.fsspec_backend.fs(f"{scheme(path)}://")
+  s = scheme(path)
+  configure_clients(s)  # the first client made sees the settings
+  return backend.fsspec_backend.fs(f"{s}://")
 
 
 def _endpoint(s: str) -> urllib.parse.ParseResult:

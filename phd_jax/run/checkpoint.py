@@ -1,12 +1,14 @@
 """Orbax checkpoints of the training state, the data iterator and the config, as one unit.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a crash
-mid-save leaves the previous checkpoint intact; resume takes the newest complete one that loads.
+On a local disk orbax writes each step into a temporary directory and renames it when complete;
+in a bucket, which cannot rename, it writes the step in place and adds its commit file last
+(run/object_store.py). Either way a crash mid-save leaves the previous checkpoint intact and the
+unfinished step recognisable; resume takes the newest complete one that loads.
 A damaged step (truncated or corrupt files, a missing item) is skipped and named; training moves
 it aside to checkpoints/STEP.damaged (never deleted), the read-only commands leave it in place.
 A storage error while saving (disk full, quota) is one CheckpointSaveError, and orbax's and
 tensorstore's background echoes of a failure raised to us are silenced; the next start removes
-the failed save's temporary folder.
+the failed save's temporary folder (in a bucket, its uncommitted step).
 """
 from __future__ import annotations
 
@@ -193,9 +195,9 @@ class Checkpointer:
     return dest
 
   def clean_temporaries(self, log: Log = warn) -> list[str]:
-    """Removes the temporary folders of saves that never finished (a crash, a full disk), with a
-    `log` line; the names removed. Only at a start, before anything is saved (every process
-    calls it; process 0 removes)."""
+    """Removes what saves that never finished left (a crash, a full disk): orbax's temporary
+    folders, in a bucket the steps without their commit file; a `log` line, the names removed.
+    Only at a start, before anything is saved (every process calls it; process 0 removes)."""
     names = []
     if jax.process_index() == 0 and fs.isdir(self.directory):
       names = sorted(n for n in fs.listdir(self.directory) if temporary(self.directory, n))

@@ -15,10 +15,13 @@ from phd_jax.model.transformer import Transformer
 from phd_jax.run.checkpoint import Checkpointer, Log, warn
 
 
-def load_run(workdir: str, log: Log = warn) -> tuple[Transformer, ml_collections.ConfigDict, int]:
+def load_run(workdir: str, log: Log = warn, *, probed: bool = False
+             ) -> tuple[Transformer, ml_collections.ConfigDict, int]:
   """(model, the config it was trained with, step) of the newest checkpoint in `workdir` that
-  loads; each newer one skipped is named in a `log` line (stderr by default)."""
-  fs.check_access(workdir, "--workdir")  # a bucket out of reach: one line, not retries
+  loads; each newer one skipped is named in a `log` line (stderr by default). `probed`: the
+  caller has checked the workdir's bucket (fs.check_access) already."""
+  if not probed:
+    fs.check_access(workdir, "--workdir")  # a bucket out of reach: one line, not retries
   directory = fs.join(workdir, "checkpoints")
   if not fs.isdir(directory):
     raise ValueError(f"no checkpoints in {workdir} (expected {directory}); train first")

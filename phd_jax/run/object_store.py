@@ -4,14 +4,13 @@ On a bucket there is no rename: orbax writes a step in place and marks it comple
 `commit_success.txt` (its COMMIT_FILE atomicity), so an unfinished save is a step folder without
 that file. Orbax 0.12 maps only gs:// URLs to a tensorstore remote driver and treats s3:// as a
 relative local path; `enable_s3` routes s3:// to tensorstore's s3 driver, with the endpoint,
-region and credentials the S3 clients use (tensorstore itself ignores AWS_ENDPOINT_URL).
+region and credentials the S3 clients use (tensorstore itself ignores AWS_ENDPOINT_URL). The
+clients are configured (files.configure_clients) when the first manager for a bucket is made.
 On a multi-host save, orbax's other hosts wait for the primary host to create a folder; in a
 bucket a folder exists only once an object is in it (fsspec's mkdir creates nothing), so they
 would wait forever: `enable_buckets` lets them go on, as there is nothing to create.
 """
 from __future__ import annotations
-
-import os
 
 import orbax.checkpoint as ocp
 
@@ -23,6 +22,7 @@ COMMIT_FILE = "commit_success.txt"
 def manager_options(directory: str, **kwargs) -> ocp.CheckpointManagerOptions:
   """CheckpointManagerOptions for `directory`: commit-file atomicity on a bucket."""
   if fs.is_url(directory):
+    fs.configure_clients(fs.scheme(directory))  # before orbax makes its clients
     kwargs["atomicity_options"] = ocp.options.AtomicityOptions(
         mode=ocp.options.AtomicityMode.COMMIT_FILE)
     enable_buckets()
@@ -39,16 +39,16 @@ def unfinished(directory: str, name: str) -> bool:
 
 
 def s3_kvstore(path: str) -> dict:
-  """tensorstore's kvstore spec for s3://BUCKET/KEY, as the S3 clients see it."""
+  """tensorstore's kvstore spec for s3://BUCKET/KEY, as the S3 clients see it: the endpoint,
+  the region and the credentials' source botocore found (files/clients.py)."""
   bucket, _, key = path.removeprefix("s3://").partition("/")
+  s3 = fs.s3_settings()
   spec = {"driver": "s3", "bucket": bucket, "path": key,
-          "aws_credentials": {"type": "default"}}
-  endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-  if endpoint:
-    spec.update(endpoint=endpoint, aws_credentials={"type": "environment"})
-  region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-  if region:
-    spec["aws_region"] = region
+          "aws_credentials": dict(s3.tensorstore_credentials)}
+  if s3.endpoint:
+    spec["endpoint"] = s3.endpoint
+  if s3.region:
+    spec["aws_region"] = s3.region
   return spec
 
 

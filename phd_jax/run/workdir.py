@@ -16,17 +16,24 @@ DAMAGED = re.compile(r"\d+\.damaged(\.\d+)?")  # steps that did not restore, mov
 ITEMS = ("state", "config")  # what every phd_jax checkpoint step holds (see checkpoint.py)
 
 
-def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir if needed and returns its absolute path (a URL as it is); raises
-  ValueError if unusable. A bucket is checked for reach and write permission, and nothing local
-  is created for it."""
+def check_workdir(workdir: str) -> str:
+  """The workdir's absolute path (a URL as it is), checked before anything reads it or is
+  built; creates nothing (create_workdir does). Raises ValueError if unusable: a file, a bucket
+  out of reach or not writable (one probe), or someone else's checkpoints."""
   workdir = fs.absolute(workdir)
   if fs.is_url(workdir):
     fs.check_access(workdir, "--workdir", write=True)
-    _check_checkpoints(fs.join(workdir, "checkpoints"))
-    return workdir
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  elif os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir {workdir} is a file, not a directory: give a directory path")
+  _check_checkpoints(fs.join(workdir, "checkpoints"))
+  return workdir
+
+
+def create_workdir(workdir: str) -> None:
+  """Creates a local workdir checked by check_workdir and proves it writable; nothing for a
+  bucket (check_workdir wrote there, and nothing local is ever created for a URL)."""
+  if fs.is_url(workdir):
+    return
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.TemporaryFile(dir=workdir):
@@ -34,8 +41,6 @@ def prepare_workdir(workdir: str) -> str:
   except OSError as e:
     raise ValueError(f"--workdir {workdir} is not writable ({e.strerror}): give a directory "
                      "you can write to") from None
-  _check_checkpoints(os.path.join(workdir, "checkpoints"))
-  return workdir
 
 
 def _check_checkpoints(directory: str) -> None:

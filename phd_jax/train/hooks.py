@@ -125,23 +125,18 @@ class ValidationHook(Hook):
 class LmEvalHook(Hook):
   """Downstream lm-eval tasks on the live parameters (config.eval; OLMo-style in-loop evals),
   logged as eval/<task>/<metric>: the numbers `phd-evaluate` reports for a checkpoint of the
-  same step. Task names are resolved here, so a bad one fails before training starts."""
+  same step. `tasks` and their `manager` are resolved at the run's start
+  (eval.tasks.config_tasks), so a bad name fails before anything is built."""
 
   at_stop = False
 
   def __init__(self, cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef | None,
-               tokenizer: Tokenizer | None, log: MetricsLog | None = None, say: Say = print):
-    e = cfg.eval
+               tokenizer: Tokenizer | None, tasks: list[str], manager,
+               log: MetricsLog | None = None, say: Say = print):
     self.every, self.last_step, self.cfg, self.log, self.say = (
-        e.every, cfg.train.steps, cfg, log, say)
+        cfg.eval.every, cfg.train.steps, cfg, log, say)
     self.graphdef, self.tokenizer = graphdef, tokenizer
-    self.tasks = eval_tasks.expand_tasks(e.tasks)
-    self.manager = None
-    if self.tasks:
-      try:
-        self.manager = eval_tasks.resolve_tasks(self.tasks, e.include_path or None)
-      except ValueError as err:
-        raise ValueError(f"config.eval.tasks={e.tasks!r} is invalid: {err}") from None
+    self.tasks, self.manager = tasks, manager
 
   def due(self, step: int, stop: bool = False) -> bool:
     return bool(self.tasks) and super().due(step, stop)
@@ -216,11 +211,11 @@ class CallbackHook(Hook):
 def default_hooks(run: Run, on_step: Callable[[int], None] | None = None) -> list[Hook]:
   """The periodic actions of a run, in the order they act after each step."""
   cfg, t, say = run.cfg, run.cfg.train, run.say
-  log = MetricsLog(run.workdir, run.start) if run.chief else None
+  log = MetricsLog(run.workdir, run.start, run.metrics_rows) if run.chief else None
   validate = Validator(run.graphdef, run.tokenizer.token_bytes(), run.val_batches, run.mesh,
                        run.axis_rules, run.state_sharding, run.batch_sharding, t.loss_chunk)
   hooks = [ProfileHook(run.workdir, t.profile_steps), LogHook(cfg, run.start, log, say),
            ValidationHook(validate, t, log, say),
-           LmEvalHook(cfg, run.graphdef, run.tokenizer, log, say),
+           LmEvalHook(cfg, run.graphdef, run.tokenizer, *run.eval_tasks, log, say),
            CheckpointHook(run.ckpt, cfg, run.train_iter)]
   return hooks + ([CallbackHook(on_step)] if on_step else [])

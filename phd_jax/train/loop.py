@@ -19,16 +19,17 @@ from phd_jax.train.preemption import Preemption
 from phd_jax.train.setup import Run, start_run
 
 
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
+def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
                        on_step: Callable[[int], None] | None = None) -> dict:
-  """Trains (or resumes) and returns the final summary; `on_step(step)` runs after each step."""
+  """Trains (or resumes) and returns the final summary; `on_step(step)` runs after each step.
+  `cfg` None: the config saved in the workdir."""
   run = start_run(cfg, workdir)  # every check that can fail, before anything compiles
   hooks = default_hooks(run, on_step)
   guard = DivergenceGuard(run.ckpt)  # no non-finite state is ever checkpointed
   state, preempted = run.state, None
   try:
     with Preemption() as preemption:
-      for step in range(run.start + 1, cfg.train.steps + 1):
+      for step in range(run.start + 1, run.cfg.train.steps + 1):
         for hook in hooks:
           hook.before(step, state)
         with sharding.activate(run.mesh, run.axis_rules):  # traced under the mesh

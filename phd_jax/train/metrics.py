@@ -25,12 +25,13 @@ class MetricsLog:
 
   UPLOAD_SECS = 30.0
 
-  def __init__(self, workdir: str, resume_step: int):
-    self.path, self.remote = fs.join(workdir, "metrics.jsonl"), fs.is_url(workdir)
-    self.rows: list[dict] = []
-    if fs.exists(self.path):
-      self.rows = [r for r in read_rows(self.path) if r["step"] <= resume_step]
-      self._upload()  # a crash here loses no rows
+  def __init__(self, workdir: str, resume_step: int, past_rows: list[dict] | None):
+    """`past_rows`: the workdir's file as read at start-up (read_log; None: there is none),
+    before anything was built, so a corrupt one failed first; those up to `resume_step` stay."""
+    self.path, self.remote = log_path(workdir), fs.is_url(workdir)
+    self.rows = [r for r in past_rows or [] if r["step"] <= resume_step]
+    if past_rows is not None:
+      self._rewrite()  # a crash here loses no rows
     self.tb_url = fs.join(workdir, "tb")
     self.tb_dir = tempfile.mkdtemp(prefix="phd_jax_tb_") if self.remote else self.tb_url
     self.tb = SummaryWriter(self.tb_dir, purge_step=resume_step + 1, flush_secs=30)
@@ -52,12 +53,14 @@ class MetricsLog:
   def flush(self) -> None:
     """Uploads the rows and events of a bucket workdir (nothing to do locally)."""
     if self.remote:
-      self._upload()
+      self._rewrite()
       self.tb.flush()
       fs.upload_tree(self.tb_dir, self.tb_url)
       self.uploaded = time.monotonic()
 
-  def _upload(self) -> None:
+  def _rewrite(self) -> None:
+    """Replaces the whole file (atomically) with the rows kept here: locally at a resume, and
+    in a bucket at every flush (an object cannot be appended to)."""
     with fs.atomic_open(self.path) as f:
       f.writelines(json.dumps(r) + "\n" for r in self.rows)
 
@@ -66,6 +69,16 @@ class MetricsLog:
     if self.remote:
       self.flush()
       shutil.rmtree(self.tb_dir, ignore_errors=True)
+
+
+def log_path(workdir: str) -> str:
+  return fs.join(workdir, "metrics.jsonl")
+
+
+def read_log(workdir: str) -> list[dict] | None:
+  """The rows of the workdir's metrics.jsonl; None without one."""
+  path = log_path(workdir)
+  return read_rows(path) if fs.exists(path) else None
 
 
 def read_rows(path: str) -> list[dict]:

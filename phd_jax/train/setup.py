@@ -1,7 +1,9 @@
 """Everything a training run holds before its first step, built (or restored) in one call.
 
-Every check that can fail does so here, before the first step compiles: the config, the
-workdir, the data, a checkpoint of another model.
+Every check that can fail does so here, each once, and before the model and its state are
+built: the workdir (one probe of a bucket), the config against its tokenizer (loaded once), the
+in-training eval tasks, the run's metrics.jsonl, the data. What only a restore can tell, a
+checkpoint of another model, fails here too, before the first step compiles.
 """
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ from flax import nnx
 from phd_jax.config import resolve_vocab_size, validate_config
 from phd_jax.config.mesh import rules as mesh_rules
 from phd_jax.data import tokenizers, windows
+from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model import sharding
 from phd_jax.model.transformer import param_count
-from phd_jax.run.checkpoint import Checkpointer, check_compatible, warn
-from phd_jax.run.workdir import prepare_workdir
+from phd_jax.run.checkpoint import Checkpointer, check_compatible, saved_run_config, warn
+from phd_jax.run.workdir import check_workdir, create_workdir
 from phd_jax.spec import PHDSpec
 from phd_jax.train import init_from
+from phd_jax.train.metrics import read_log
 from phd_jax.train.state import create_state, make_train_step
 
 
@@ -43,20 +47,29 @@ class Run:
   start: int  # the last step done before this process started (0: a new run)
   say: Callable[..., None]  # prints on process 0 only
   chief: bool
+  eval_tasks: tuple[list[str], object]  # config.eval's task names and their lm-eval TaskManager
+  metrics_rows: list[dict] | None  # the workdir's metrics.jsonl as it was (process 0; None: none)
 
   def next_batch(self) -> dict:
     return sharding.global_batch(next(self.train_iter), self.batch_sharding)
 
 
-def start_run(cfg: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Validates, builds the state on the mesh and resumes from the workdir's latest checkpoint."""
+def start_run(cfg: ml_collections.ConfigDict | None, workdir: str) -> Run:
+  """Validates, builds the state on the mesh and resumes from the workdir's latest checkpoint;
+  `cfg` None: the config saved in the workdir (a run resumed, or imported by phd-hf)."""
   chief = jax.process_index() == 0  # only process 0 prints and writes metrics
   say = (lambda *a, **k: print(*a, **k, flush=True)) if chief else (lambda *a, **k: None)
-  resolve_vocab_size(cfg, say)  # "auto": from the tokenizer, before anything is sized
-  spec = validate_config(cfg)
+  workdir = check_workdir(workdir)  # a file, a bucket out of reach, foreign checkpoints
+  if cfg is None and (cfg := saved_run_config(workdir)) is None:
+    raise ValueError(f"--config is required: {workdir} holds no run to resume (e.g. "
+                     "--config=configs/quickstart.py)")
+  tok = tokenizers.from_config(cfg.data)  # the one load: validation, data and the run's copy
+  resolve_vocab_size(cfg, tok.vocab_size, say)  # "auto": before anything is sized
+  spec = validate_config(cfg, tok.vocab_size)
   t = cfg.train
-  workdir = prepare_workdir(workdir)  # a file, unwritable, foreign checkpoints: clear errors
-  tok = tokenizers.from_config(cfg.data)
+  tasks = eval_tasks.config_tasks(cfg.eval)
+  rows = read_log(workdir) if chief else None  # a corrupt metrics.jsonl fails now
+  create_workdir(workdir)  # a local one: created, and proved writable
   splits = windows.load_splits(cfg.data, tok, cfg.model.vocab_size, t.seq_len)
   say(splits.description)
   if chief:
@@ -95,4 +108,4 @@ def start_run(cfg: ml_collections.ConfigDict, workdir: str) -> Run:
       f"{hosts} host(s); training steps {start + 1}..{t.steps}")
   return Run(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh, batch_sh,
              make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val, ckpt, start,
-             say, chief)
+             say, chief, tasks, rows)

@@ -8,6 +8,7 @@ import pytest
 
 from configs import model_tiny
 from phd_jax.config import resolve_vocab_size, validate_model_config
+from phd_jax.data import tokenizers
 from phd_jax.eval import eval_data
 from phd_jax.run.load import load_run
 from tests.helpers import ROOT
@@ -20,11 +21,11 @@ def test_auto_rounds_the_tokenizers_vocabulary_up_to_128(tokenizer, want, bpe_pa
   cfg.data.tokenizer = {"bytes": "bytes", "bpe": bpe_path,
                         "olmo": eval_data.olmo_tokenizer(eval_data_root)}[tokenizer]
   cfg.model.vocab_size = "auto"
-  said = []
-  resolve_vocab_size(cfg, said.append)
+  said, n = [], tokenizers.from_config(cfg.data).vocab_size
+  resolve_vocab_size(cfg, n, said.append)
   assert cfg.model.vocab_size == want and str(want) in said[0]
   cfg.model.vocab_size = 1000  # an explicit size is kept as it is
-  resolve_vocab_size(cfg, said.append)
+  resolve_vocab_size(cfg, n, said.append)
   assert cfg.model.vocab_size == 1000 and len(said) == 1
 
 

@@ -98,7 +98,7 @@ def test_external_npy_and_raw_token_files(tmp_path):
   for i in range(3):
     np.save(tmp_path / f"part{i}.npy", np.arange(200, dtype=np.uint16) % 257)
   cfg.data.update(source="tokens", token_files=str(tmp_path / "*.npy"))
-  validate_config(cfg)
+  validate_config(cfg, tokenizers.ByteTokenizer.vocab_size)
   s = load_splits(cfg.data, tokenizers.ByteTokenizer(), 384, 16)
   assert len(s.train) + len(s.val) == 3 * ((200 - 1) // 16) and len(s.val) > 0
   np.testing.assert_array_equal(s.train[1]["inputs"], np.arange(16, 32))
@@ -150,18 +150,18 @@ def test_bad_token_dirs_and_vocabularies_are_refused(bpe_dir, bpe_path, tmp_path
   cfg.model.vocab_size = 280
   with pytest.raises(ValueError, match=rf"config\.model\.vocab_size=280 is invalid: must be >= "
                                        rf"{tok.vocab_size}.*\(e\.g\. 384, .* or 'auto'"):
-    validate_config(cfg)
+    validate_config(cfg, tok.vocab_size)
   cfg = tokens_config(bpe_path, bpe_dir)
   cfg.data.source = "stdlib"
   with pytest.raises(ValueError, match=r"config\.data\.tokenizer=.* reads raw bytes"):
-    validate_config(cfg)
+    validate_config(cfg, tok.vocab_size)
 
 
 def test_size_configs_need_a_tokenizer():
   cfg = model_1_2b.get_config()
   with pytest.raises(ValueError, match=r"config\.data\.tokenizer='' is invalid: this config "
                                        r"needs a real tokenizer"):
-    validate_config(cfg)
+    tokenizers.from_config(cfg.data)  # loaded before validation, which takes its vocabulary
 
 
 def independent_bits_per_byte(model, batches, eos_id, nbytes_of):

@@ -271,17 +271,19 @@ def test_bad_eval_fields_are_refused_by_name(field, value):
   cfg = model_tiny.get_config()
   cfg.eval[field] = value
   with pytest.raises(ValueError, match=rf"config\.eval\.{field}="):
-    validate_config(cfg)
+    validate_config(cfg, ByteTokenizer.vocab_size)
 
 
 def test_an_unknown_in_training_task_fails_before_training(tmp_path):
+  from phd_jax.eval.tasks import config_tasks
   from phd_jax.train.hooks import LmEvalHook
   cfg = model_tiny.get_config()
   cfg.eval.tasks = "arc_easy,no_such_task"  # the built-in index is read (cached per process)
   with pytest.raises(ValueError, match=r"config\.eval\.tasks=.*\['no_such_task'\]"):
-    LmEvalHook(cfg, None, None)
+    config_tasks(cfg.eval)  # at the run's start (tests/train/test_startup_io.py: before the state)
   cfg.eval.tasks = ""
-  assert not LmEvalHook(cfg, None, None).due(cfg.train.steps)  # no tasks: never runs
+  assert config_tasks(cfg.eval) == ([], None)
+  assert not LmEvalHook(cfg, None, None, [], None).due(cfg.train.steps)  # no tasks: never runs
 
 
 def test_a_continuation_longer_than_seq_len_is_scored_in_windows(reference_forward):

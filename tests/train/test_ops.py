@@ -14,7 +14,7 @@ from flax import nnx
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from phd_jax.config import validate_config
-from phd_jax.data import text, windows
+from phd_jax.data import text, tokenizers, windows
 from phd_jax.model import flops
 from phd_jax.run.checkpoint import Checkpointer
 from phd_jax.run.load import load_run
@@ -151,7 +151,7 @@ def test_bad_ops_config(field, value, match):
   cfg = tiny_config("unused")
   cfg.train[field] = value
   with pytest.raises(ValueError, match=rf"config\.train\.{field}=.*{match}"):
-    validate_config(cfg)
+    validate_config(cfg, tokenizers.ByteTokenizer.vocab_size)
 
 
 def test_bad_workdirs_are_refused_clearly(corpus_glob, tmp_path):

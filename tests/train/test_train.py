@@ -68,7 +68,7 @@ def test_bad_config_raises_before_compiling(section, field, value):
   cfg = model_tiny.get_config()
   cfg[section][field] = value
   with pytest.raises(ValueError, match=rf"config\.{section}\.{field}"):
-    validate_config(cfg)
+    validate_config(cfg, ByteTokenizer.vocab_size)
 
 
 def test_data_split_and_iterator_state(corpus_glob):
