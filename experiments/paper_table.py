@@ -119,7 +119,7 @@ class Evaluator:
 
 def measure_run(workdir: str, evaluate: Evaluator, say) -> tuple[dict, dict]:
   """(the table row, lm-eval's results) of one run, evaluating it unless its cache matches."""
-  model, cfg, step = load_run(workdir)
+  model, cfg, step = load_run(workdir, probed=True)  # check_run probed it
   phd, t = cfg.model.phd, cfg.train
   path = fs.join(workdir, CACHE)
   results = cached(path, step, evaluate.limit)
