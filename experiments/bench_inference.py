@@ -15,7 +15,7 @@ from absl import flags
 from experiments import cli
 from experiments.inference_timing import CACHE, PREFILL, bench_decode, bench_prefill, model_cfg
 from phd_jax.cli import common
-from phd_jax.inference.kv_cache import cache_bytes
+from phd_jax.model.kv_cache import cache_bytes
 
 _PROMPT_LENS = flags.DEFINE_list("prompt_lens", "512,2048,8192", "Prompt lengths of the prefill.")
 _DECODE_KS = flags.DEFINE_list("decode_ks", "2,4,8,16", "K of the phd_cswa decode steps.")

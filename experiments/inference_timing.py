@@ -16,7 +16,7 @@ from flax import nnx
 
 from configs import quickstart
 from phd_jax.inference.decode import decode_step, prefill
-from phd_jax.inference.kv_cache import init_cache
+from phd_jax.model.kv_cache import init_cache
 from phd_jax.model.transformer import Transformer
 
 PREFILL = {  # name: (variant, K, W, C, truncate)

@@ -24,7 +24,7 @@ from experiments.inference_timing import CACHE, PREFILL, bench_decode, bench_pre
 from experiments.report import command, machine, write_csv
 from phd_jax import files
 from phd_jax.cli import common
-from phd_jax.inference.kv_cache import cache_bytes
+from phd_jax.model.kv_cache import cache_bytes
 
 _QUICK = flags.DEFINE_bool("quick", False, "Three prompt lengths, K up to 8.")
 _OUT = flags.DEFINE_string("out", "runs/experiments", "Output folder (CSV, PNG, table).")

@@ -48,7 +48,6 @@ LABELS = {"arc_easy": "ARC-e", "arc_challenge": "ARC-c", "hellaswag": "HellaSwag
 # Uniform guessing where every question has the same number of choices (hellaswag: 4 endings,
 # piqa and winogrande: 2 options, mmlu: 4, commonsense_qa: 5); ARC's is computed (arc_chance).
 CHANCE = {"hellaswag": 0.25, "piqa": 0.5, "winogrande": 0.5, "mmlu": 0.25, "commonsense_qa": 0.2}
-WINDOWED, CHUNKED = ("phd_swa", "phd_cswa"), ("phd_cswa",)  # the variants with a W, with a C
 
 
 def run_dirs(values: list[str] | None) -> list[str]:
@@ -139,8 +138,8 @@ def measure_run(workdir: str, evaluate: Evaluator, say) -> tuple[dict, dict]:
   acc = {t_: float(scores[t_]["acc,none"]) for t_ in TASKS}
   bpb = {t_: float(scores[t_]["bpb,none"]) for t_ in TASKS}
   row = {"run": fs.basename(workdir), "workdir": workdir, "variant": phd.variant,
-         "K": phd.num_copies, "W": phd.window if phd.variant in WINDOWED else "",
-         "C": phd.chunk if phd.variant in CHUNKED else "",
+         "K": phd.num_copies, "W": phd.window if model.spec.has_window else "",
+         "C": phd.chunk if model.spec.chunked else "",
          "params": sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))),
          "tokens": step * t.batch_size * t.seq_len, "step": step,
          **final_validation(workdir, step),

@@ -25,7 +25,7 @@ def row_ranges(spec: PHDSpec, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.
   pos, copy = token_coords(seq_len, k)
   hidden = copy >= 1
   h = pos * (k - 1) + copy - 1  # hidden index of hidden rows
-  if spec.variant == "repeat":  # every hidden token of an earlier position, and copies <= j
+  if spec.interleaved_causal:  # every hidden token of an earlier position, and copies <= j
     a = np.zeros_like(pos)
     b = np.where(hidden, h, pos * (k - 1) - 1)
   else:  # originals see no hidden token; hidden rows see one run ending at themselves

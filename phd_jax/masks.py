@@ -1,7 +1,9 @@
 """PHD visibility rules, the grouped token layout, and the dense reference mask.
 
-Everything here is numpy and static (shapes and specs are Python values), so the
-same helpers serve the model at trace time, the kernels' block tables and the tests.
+The layout helpers are numpy on static shapes (specs and lengths are Python values); the rules
+(`visible`, `hidden_window_start`) are elementwise and take numpy or traced jax arrays alike. So
+the same definitions serve the model and the decode masks at trace time, the kernels' block
+tables and in-tile masks, and the tests.
 docs/method.md states the rules; names below follow it: position n, copy j (0 = original),
 hidden index h(n, j) = n*(K-1) + (j-1).
 """
@@ -83,10 +85,10 @@ def hidden_window_start(spec: PHDSpec, h: np.ndarray) -> np.ndarray:
   """
   kh = spec.hidden_copies
   own = (h // kh) * kh  # first hidden copy of the same position
-  if spec.variant in ("phd", "repeat", "vanilla"):
+  if not spec.has_window:
     return own
   start = h - spec.window
-  if spec.variant == "phd_cswa":
+  if spec.chunked:
     chunk_first = ((h // kh) // spec.chunk) * spec.chunk * kh
     start = _array_module(h).maximum(start, chunk_first)
   return _array_module(h).minimum(own, start)
@@ -100,13 +102,13 @@ def visible(spec: PHDSpec, n, j, m, i, floordiv=operator.floordiv):
   a truncating `floordiv` (their indices are never negative; Mosaic has no cheap floor division).
   """
   k = spec.num_copies
-  if spec.variant == "repeat":
+  if spec.interleaved_causal:
     return m * k + i <= n * k + j
   see = ((i == 0) & (m < n)) | ((m == n) & (i <= j))  # rules G and S
-  if spec.variant in ("phd_swa", "phd_cswa"):
+  if spec.has_window:
     dist = (n * (k - 1) + j - 1) - (m * (k - 1) + i - 1)
     window = (i >= 1) & (j >= 1) & (dist > 0) & (dist <= spec.window)  # rule W
-    if spec.variant == "phd_cswa":
+    if spec.chunked:
       window = window & (floordiv(m, spec.chunk) == floordiv(n, spec.chunk))  # rule C
     see = see | window
   return see

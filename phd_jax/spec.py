@@ -39,19 +39,49 @@ class PHDSpec:
       raise ValueError(
           f"num_copies={self.num_copies} with variant='vanilla': vanilla has exactly 1 copy "
           "(use variant 'phd', 'phd_swa', 'phd_cswa' or 'repeat' for K > 1)")
-    windowed = self.variant in ("phd_swa", "phd_cswa")
-    if windowed and self.window < 1:
+    if self.has_window and self.window < 1:
       raise ValueError(f"window={self.window} with variant={self.variant!r}: must be >= 1 "
                        "(it counts hidden tokens)")
-    if not windowed and self.window != 0:
+    if not self.has_window and self.window != 0:
       raise ValueError(f"window={self.window} with variant={self.variant!r}: only phd_swa and "
                        "phd_cswa use a window; set window=0")
-    if self.variant == "phd_cswa" and self.chunk < 1:
+    if self.chunked and self.chunk < 1:
       raise ValueError(f"chunk={self.chunk} with variant='phd_cswa': must be >= 1 "
                        "(it counts positions)")
-    if self.variant != "phd_cswa" and self.chunk != 0:
+    if not self.chunked and self.chunk != 0:
       raise ValueError(f"chunk={self.chunk} with variant={self.variant!r}: only phd_cswa uses "
                        "chunks; set chunk=0")
+
+  # What each variant does, asked by the masks, the attention paths, the kernels and the cache
+  # (docs/method.md, Visibility rules and KV cache). Code asks these, never the variant's name.
+
+  @property
+  def has_window(self) -> bool:
+    """Rule W: hidden tokens also read the last W hidden tokens, across positions, and the
+    decode cache keeps them in a ring (phd_swa, phd_cswa)."""
+    return self.variant in ("phd_swa", "phd_cswa")
+
+  @property
+  def chunked(self) -> bool:
+    """Rule C: the window stops at chunk borders of C positions (phd_cswa)."""
+    return self.variant == "phd_cswa"
+
+  @property
+  def interleaved_causal(self) -> bool:
+    """Visibility is plain causal attention over the interleaved order n*K + j, not rules
+    G/S/W/C: the naive baseline of a K times longer sequence (repeat)."""
+    return self.variant == "repeat"
+
+  @property
+  def caches_every_copy(self) -> bool:
+    """The decode cache keeps the K/V of every copy, not only the originals' (repeat: a K times
+    longer sequence caches all of it, the cost PHD avoids)."""
+    return self.variant == "repeat"
+
+  @property
+  def cache_slots_per_position(self) -> int:
+    """Global-cache entries per position: K when every copy is cached, else 1 (the original)."""
+    return self.num_copies if self.caches_every_copy else 1
 
   @property
   def hidden_copies(self) -> int:

@@ -56,7 +56,9 @@ def resolve_vocab_size(cfg: ml_collections.ConfigDict, tokenizer_vocab: int, say
       f"multiple of {VOCAB_MULTIPLE})")
 
 
-def validate_model_config(m: ml_collections.ConfigDict) -> PHDSpec:
+def model_spec(m: ml_collections.ConfigDict) -> PHDSpec:
+  """The PHDSpec of a model config, once every model field is checked (`phd_spec` reads only the
+  phd fields): what building a model or its cache starts from."""
   _need(m.vocab_size != "auto", "model.vocab_size", m.vocab_size,
         "'auto' is fixed against the tokenizer when training starts "
         "(phd_jax.config.resolve_vocab_size); give a size to build a model without one")
@@ -92,7 +94,7 @@ def validate_config(cfg: ml_collections.ConfigDict, tokenizer_vocab: int) -> PHD
   """Checks a whole training config against `tokenizer_vocab`, the vocabulary of the tokenizer
   config.data.tokenizer names (loaded by the caller: a missing file fails there); returns the
   model's PHDSpec."""
-  spec = validate_model_config(cfg.model)
+  spec = model_spec(cfg.model)
   t = cfg.train
   for f in ("steps", "batch_size", "seq_len", "log_every", "val_every", "val_batches",
             "checkpoint_every", "keep_checkpoints"):

@@ -1,1 +1,1 @@
-"""Inference: the KV cache, exact and cheap prefill, parallel hidden decoding, sampling."""
+"""Inference: exact and cheap prefill, parallel hidden decoding and sampling, over the KV cache."""

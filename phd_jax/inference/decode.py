@@ -1,9 +1,8 @@
 """Inference with a KV cache: exact and cheap prefill, then parallel hidden decoding.
 
-Everything goes through `_run`: push a set of tokens, each with its (position, copy) coordinates,
-through all layers against the cache. Each token reads the cached originals, the ring of recent
-hidden tokens and the hidden tokens of its own run, masked by the one rule set `masks.visible`;
-originals are written to the cache as they pass. Then:
+Every step is one cached forward of the model itself (`model(tokens, cache, coords)`): a set of
+tokens, each with its (position, copy) coordinates, through the same blocks as training, each
+reading and writing the cache (phd_jax/model/kv_cache.py). Then:
 - prefill = the originals of the whole prompt (a vanilla prefill), then the hidden copies of only
   the last few positions (docs/method.md, Inference);
 - decode_step = the K copies of one new position in one forward.
@@ -17,71 +16,22 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, struct
 
-from phd_jax.data.tokenizers import ByteTokenizer
-from phd_jax.inference.kv_cache import KVCache, init_cache
-from phd_jax.masks import rope_positions, visible
-from phd_jax.model.attention import masked_attention
+from phd_jax.model.kv_cache import KVCache, TokenCoords, init_cache
 from phd_jax.model.transformer import Transformer
 from phd_jax.spec import PHDSpec
 
 
 def _capacity(spec: PHDSpec, cache: KVCache) -> int:
   """Positions the cache can hold (the repeat baseline spends K slots per position)."""
-  return cache.k.shape[2] // (spec.num_copies if spec.variant == "repeat" else 1)
+  return cache.k.shape[2] // spec.cache_slots_per_position
 
 
-def _run(model: Transformer, cache: KVCache, tokens: jax.Array, pos: jax.Array, copy: np.ndarray,
-         valid: jax.Array) -> tuple[jax.Array, KVCache]:
-  """tokens/pos/valid [B, T], copy [T] -> final hidden states [B, T, d] and the updated cache."""
-  spec = model.spec
-  kk, repeat, window = spec.num_copies, spec.variant == "repeat", spec.window
-  b, t = tokens.shape
-  run_keys = not repeat and bool((np.asarray(copy) >= 1).any())  # static: hidden keys in the run?
-  copy = jnp.broadcast_to(jnp.asarray(copy, jnp.int32), (b, t))
-  x = model.embed_at(tokens, copy)  # [B, T, d]
-  rope = rope_positions(pos, copy, kk, model.position_scheme)
-
-  # Where this run's K/V land in the cache: originals (every copy for repeat); else dropped.
-  slots = cache.k.shape[2]
-  writes = valid if repeat else valid & (copy == 0)
-  slot = jnp.where(writes, pos * kk + copy if repeat else pos, slots)  # [B, T]
-  # Coordinates (position m, copy i) and validity of every key: cache | ring | this run's hidden.
-  s = jnp.arange(slots)
-  cache_m, cache_i = (s // kk, s % kk) if repeat else (s, jnp.zeros_like(s))
-  g = cache.window_index  # [B, W]
-  kh = max(kk - 1, 1)
-  key_m = [jnp.broadcast_to(cache_m, (b, slots)), g // kh] + ([pos] if run_keys else [])
-  key_i = [jnp.broadcast_to(cache_i, (b, slots)), g % kh + 1] + ([copy] if run_keys else [])
-  key_ok = [jnp.ones((b, slots), bool), g >= 0] + ([valid & (copy >= 1)] if run_keys else [])
-  key_m, key_i, key_ok = (jnp.concatenate(x, axis=1) for x in (key_m, key_i, key_ok))
-  mask = visible(spec, pos[:, :, None], copy[:, :, None], key_m[:, None], key_i[:, None])
-  mask = mask & key_ok[:, None]  # [B, T, S + W (+ T)]
-  rows = jnp.arange(b)[:, None]
-
-  def layer_fn(layer, x, layer_cache):
-    ck, cv, wk, wv = layer_cache
-    q, k, v = layer.attn.project_qkv(x, rope)
-    ck = ck.at[rows, slot].set(k.astype(ck.dtype), mode="drop")
-    cv = cv.at[rows, slot].set(v.astype(cv.dtype), mode="drop")
-    keys = jnp.concatenate([ck, wk] + ([k.astype(ck.dtype)] if run_keys else []), axis=1)
-    vals = jnp.concatenate([cv, wv] + ([v.astype(cv.dtype)] if run_keys else []), axis=1)
-    return layer.finish(x, masked_attention(q, keys, vals, mask)), (ck, cv, k, v)
-
-  x, (ck, cv, run_k, run_v) = model.over_layers(
-      layer_fn, x, (cache.k, cache.v, cache.window_k, cache.window_v))
-  cache = cache.replace(k=ck, v=cv)
-  if window:  # the run's last W hidden tokens enter the ring; older ones are dropped
-    h = pos * kh + copy - 1
-    hidden = valid & (copy >= 1)
-    newest = jnp.max(jnp.where(hidden, h, -1), axis=1, keepdims=True)
-    ring = jnp.where(hidden & (h > newest - window), h % window, window)  # window = dropped
-    cache = cache.replace(
-        window_k=cache.window_k.at[:, rows, ring].set(run_k.astype(ck.dtype), mode="drop"),
-        window_v=cache.window_v.at[:, rows, ring].set(run_v.astype(cv.dtype), mode="drop"),
-        window_index=cache.window_index.at[rows, ring].set(h, mode="drop"))
-  return x, cache
+def _coords(pos: jax.Array, copy, valid: jax.Array | None = None) -> TokenCoords:
+  """pos [B, T], copy [T] (static), valid [B, T] (default: all) -> TokenCoords."""
+  valid = jnp.ones(pos.shape, bool) if valid is None else valid
+  return TokenCoords(pos=pos, valid=valid, copy=tuple(int(j) for j in copy))
 
 
 def hidden_run_positions(spec: PHDSpec, num_layers: int, prompt_len: int,
@@ -94,10 +44,10 @@ def hidden_run_positions(spec: PHDSpec, num_layers: int, prompt_len: int,
   the same bound.
   """
   kh = spec.hidden_copies
-  if spec.variant == "phd":
+  if not spec.has_window:
     return 1
   bound = 1 + math.ceil((num_layers * spec.hidden_reach - kh + 1) / kh)
-  if spec.variant == "phd_swa":
+  if not spec.chunked:
     return min(prompt_len, bound if truncate else prompt_len)
   return min(prompt_len, spec.chunk, bound if truncate else spec.chunk)
 
@@ -110,7 +60,7 @@ def prefill(model: Transformer, tokens: jax.Array, cache: KVCache,
   Returns (logits [B, vocab] for the position after each prompt, cache).
   """
   spec = model.spec
-  kk, repeat = spec.num_copies, spec.variant == "repeat"
+  kk, every_copy = spec.num_copies, spec.caches_every_copy
   b, p = tokens.shape
   if p < 1:
     raise ValueError("prefill: the prompt is empty; it needs at least one token")
@@ -122,42 +72,43 @@ def prefill(model: Transformer, tokens: jax.Array, cache: KVCache,
                         window_index=jnp.full_like(cache.window_index, -1))
 
   # Stage 1: every position but the last, originals only (repeat: every copy). Only the cache is
-  # kept, so no variant computes the top layer's outputs here: a vanilla prefill.
+  # kept (the logits are dropped, so a jitted prefill never computes them): a vanilla prefill.
   if p > 1:
-    n = np.repeat(np.arange(p - 1), kk) if repeat else np.arange(p - 1)
-    copy = np.tile(np.arange(kk), p - 1) if repeat else np.zeros(p - 1, np.int64)
+    n = np.repeat(np.arange(p - 1), kk) if every_copy else np.arange(p - 1)
+    copy = np.tile(np.arange(kk), p - 1) if every_copy else np.zeros(p - 1, np.int64)
     pos = jnp.broadcast_to(jnp.asarray(n, jnp.int32), (b, n.size))
-    _, cache = _run(model, cache, tokens[:, n], pos, copy, pos < lengths[:, None] - 1)
+    _, cache = model(tokens[:, n], cache, _coords(pos, copy, pos < lengths[:, None] - 1))
 
-  # Stage 2: the last position's K copies in one run, with the hidden copies of the R-1
+  # Stage 2: the last position's K copies in one forward, with the hidden copies of the R-1
   # positions before it where the window needs them. The paper's way (phd_swa, truncate=False)
-  # covers every position, in runs of at most the bound, aligned to end at each row's last
-  # position; the ring carries the window from one run to the next.
-  total = 1 if repeat or kk == 1 else hidden_run_positions(spec, model.num_layers, p, truncate)
+  # covers every position, in forwards of at most the bound positions, aligned to end at each
+  # row's last position; the ring carries the window from one forward to the next.
+  total = (1 if every_copy or kk == 1 else
+           hidden_run_positions(spec, model.num_layers, p, truncate))
   r = min(total, hidden_run_positions(spec, model.num_layers, p)) if total > 1 else 1
-  runs = -(-total // r)
+  passes = -(-total // r)
 
-  def final_run(i, carry):
+  def hidden_pass(i, carry):
     cache, _ = carry
-    last = lengths[:, None] - 1 - (runs - 1 - i) * r  # [B, 1]: this run's last position
-    if repeat:
+    last = lengths[:, None] - 1 - (passes - 1 - i) * r  # [B, 1]: this pass's last position
+    if every_copy:
       pos, copy = jnp.repeat(last, kk, axis=1), np.arange(kk)
       valid = jnp.ones(pos.shape, bool)
-    else:  # the original of `last` (only in the final run), then the hidden copies, by position
+    else:  # the original of `last` (only in the final pass), then the hidden copies, by position
       hidden = jnp.repeat(last - r + 1 + jnp.arange(r), kk - 1, axis=1)
       pos = jnp.concatenate([last, hidden], axis=1)  # [B, 1 + R*(K-1)]
       copy = np.concatenate([[0], np.tile(np.arange(1, kk), r)])
-      valid = (pos >= 0) & (jnp.asarray(np.arange(pos.shape[1]) > 0) | (i == runs - 1))
-      if spec.variant == "phd_cswa":  # earlier chunks are invisible to the last one
+      valid = (pos >= 0) & (jnp.asarray(np.arange(pos.shape[1]) > 0) | (i == passes - 1))
+      if spec.chunked:  # earlier chunks are invisible to the last one
         valid &= (pos // spec.chunk) == ((lengths - 1) // spec.chunk)[:, None]
-    x, cache = _run(model, cache, jnp.take_along_axis(tokens, jnp.maximum(pos, 0), axis=1), pos,
-                    copy, valid)
-    return cache, x[:, -1:]  # copy K-1 of the last position
+    logits, cache = model(jnp.take_along_axis(tokens, jnp.maximum(pos, 0), axis=1), cache,
+                          _coords(pos, copy, valid))
+    return cache, logits  # from copy K-1 of the last position
 
-  carry = (cache, jnp.zeros((b, 1, model.embed.features), jnp.dtype(model.config.dtype)))
-  cache, x_last = (final_run(0, carry) if runs == 1 else
-                   jax.lax.fori_loop(0, runs, final_run, carry))
-  return model.logits(x_last)[:, 0], cache.replace(length=lengths)
+  carry = (cache, jnp.zeros((b, model.config.vocab_size), jnp.float32))
+  cache, logits = (hidden_pass(0, carry) if passes == 1 else
+                   jax.lax.fori_loop(0, passes, hidden_pass, carry))
+  return logits, cache.replace(length=lengths)
 
 
 def decode_step(model: Transformer, tokens: jax.Array, cache: KVCache):
@@ -169,9 +120,9 @@ def decode_step(model: Transformer, tokens: jax.Array, cache: KVCache):
   kk = model.spec.num_copies
   b = tokens.shape[0]
   pos = jnp.broadcast_to(cache.length[:, None], (b, kk))
-  x, cache = _run(model, cache, jnp.broadcast_to(tokens[:, None], (b, kk)), pos,
-                  np.arange(kk), jnp.ones((b, kk), bool))
-  return model.logits(x[:, -1:])[:, 0], cache.replace(length=cache.length + 1)
+  logits, cache = model(jnp.broadcast_to(tokens[:, None], (b, kk)), cache,
+                        _coords(pos, np.arange(kk)))
+  return logits, cache.replace(length=cache.length + 1)
 
 
 def sample_logits(logits: jax.Array, key: jax.Array, temperature: float = 0.0, top_k: int = 0,
@@ -203,11 +154,25 @@ def _check_sampling(max_new_tokens: int, temperature: float, top_k: int, top_p: 
     raise ValueError(f"top_p={top_p} must be in (0, 1] (1 disables it)")
 
 
+@struct.dataclass
+class DecodeState:
+  """What generate's decode loop carries from one step to the next."""
+  step: jax.Array  # [] int32: tokens sampled so far
+  cache: KVCache
+  logits: jax.Array  # [B, vocab] float32: the next token's logits
+  out: jax.Array  # [B, max_new] int32: the sampled ids, eos after a row's end
+  done: jax.Array  # [B] bool: the row has produced eos
+  key: jax.Array  # the PRNG key of the next sample
+
+
 def generate(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             eos_id: int | None = ByteTokenizer.eos_id, seed: int = 0, max_len: int | None = None):
+             eos_id: int | None, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+             seed: int = 0, max_len: int | None = None):
   """Samples continuations of a batch of prompts (lists of ids, lengths may differ).
 
+  eos_id: the end-of-document id of the run's tokenizer (`tok.eos_id`), at which a row stops;
+  None: never stop early. There is no default: a byte-level default would let a BPE run sample
+  past its end marker.
   One jitted program: prefill, then a lax.while_loop of decode steps that stops when every row
   has produced `eos_id` or `max_new_tokens` tokens. Returns (ids [B, max_new_tokens] padded with
   eos_id after a row's end, lengths [B] of the continuations before EOS).
@@ -226,9 +191,9 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], max_new_token
     padded[row, :len(prompt)] = prompt
   pad_id = -1 if eos_id is None else eos_id
   graphdef, state = nnx.split(model)
-  run = _generate_fn(graphdef, model.config, len(prompts), max_len, max_new_tokens,
-                     float(temperature), int(top_k), float(top_p), pad_id)
-  out, n = run(state, jnp.asarray(padded), jnp.asarray(lengths), jax.random.key(seed))
+  sample = _generate_fn(graphdef, model.config, len(prompts), max_len, max_new_tokens,
+                        float(temperature), int(top_k), float(top_p), pad_id)
+  out, n = sample(state, jnp.asarray(padded), jnp.asarray(lengths), jax.random.key(seed))
   return np.asarray(out), np.asarray(n)
 
 
@@ -236,28 +201,26 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], max_new_token
 def _generate_fn(graphdef, model_cfg, batch, max_len, max_new, temperature, top_k, top_p, eos):
 
   @jax.jit
-  def run(state, prompts, lengths, key):
+  def sample(state, prompts, lengths, key):
     model = nnx.merge(graphdef, state)
     logits, cache = prefill(model, prompts, init_cache(model_cfg, batch, max_len), lengths)
-    out = jnp.full((batch, max_new), eos, jnp.int32)
 
-    def cond(carry):
-      i, _, _, _, done, _ = carry
-      return (i < max_new) & ~jnp.all(done)
+    def cond(s: DecodeState):
+      return (s.step < max_new) & ~jnp.all(s.done)
 
-    def body(carry):
-      i, cache, logits, out, done, key = carry
-      key, sub = jax.random.split(key)
-      tok = sample_logits(logits, sub, temperature, top_k, top_p).astype(jnp.int32)
-      tok = jnp.where(done, eos, tok)
-      out = out.at[:, i].set(tok)
-      done = done | (tok == eos)
-      logits, cache = decode_step(model, tok, cache)
-      return i + 1, cache, logits, out, done, key
+    def body(s: DecodeState) -> DecodeState:
+      key, sub = jax.random.split(s.key)
+      tok = sample_logits(s.logits, sub, temperature, top_k, top_p).astype(jnp.int32)
+      tok = jnp.where(s.done, eos, tok)
+      logits, cache = decode_step(model, tok, s.cache)
+      return DecodeState(step=s.step + 1, cache=cache, logits=logits,
+                         out=s.out.at[:, s.step].set(tok), done=s.done | (tok == eos), key=key)
 
-    carry = (0, cache, logits, out, jnp.zeros((batch,), bool), key)
-    out = jax.lax.while_loop(cond, body, carry)[3]
+    start = DecodeState(step=jnp.zeros((), jnp.int32), cache=cache, logits=logits,
+                        out=jnp.full((batch, max_new), eos, jnp.int32),
+                        done=jnp.zeros((batch,), bool), key=key)
+    out = jax.lax.while_loop(cond, body, start).out
     n = jnp.where(jnp.any(out == eos, axis=1), jnp.argmax(out == eos, axis=1), max_new)
     return out, n
 
-  return run
+  return sample

@@ -282,7 +282,7 @@ def import_weights(hf_dir: str, out: str, cfg: ml_collections.ConfigDict | None 
   cfg = ml_collections.ConfigDict((cfg or config.default_config()).to_dict())
   where = fs.join(hf_dir, "config.json")
   cfg.model = olmo2_model_config(read_config(hf_dir), cfg.model, where=where)
-  config.validate_model_config(cfg.model)
+  config.model_spec(cfg.model)
   spec = tokenizer or hf_tokenizer.find_tokenizer(hf_dir) or cfg.data.tokenizer
   tok = tokenizers.load(spec)
   hf_tokenizer.check_fits(tok, cfg.model.vocab_size, where)

@@ -1,1 +1,1 @@
-"""The model: attention paths, the transformer, the loss, sharding and the FLOP count."""
+"""The model: attention paths, the transformer and its KV cache, the loss, sharding, FLOPs."""

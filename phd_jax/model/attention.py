@@ -3,16 +3,17 @@
 - "pallas": the block-sparse flash-attention kernel of pallas_kernels/ (TPU; interpreted on CPU).
 - "dense": a masked softmax over the full (K*L)^2 score matrix built from `dense_mask`. The
   reference; for tests only.
-- "xla": exact and O(K): it never forms a (K*L)^2 matrix. Every copy of position n reads the
-  originals 0..n (a causal attention with K times the query rows), and each hidden copy also reads
-  one short contiguous run of the hidden stream (same-position copies plus the window). The two
-  parts share one softmax. Queries go in rematerialised blocks of positions (`model.xla_block`),
-  so memory is O(K*L) per head, not O(K*L^2), and the causal upper triangle is skipped.
+- "xla": for the PHD variants, exact and O(K): it never forms a (K*L)^2 matrix. Every copy of
+  position n reads the originals 0..n (a causal attention with K times the query rows), and each
+  hidden copy also reads one short contiguous run of the hidden stream (same-position copies plus
+  the window). The two parts share one softmax. Queries go in rematerialised blocks of positions
+  (`model.xla_block`), so memory is O(K*L) per head, not O(K*L^2), and the causal upper triangle
+  is skipped. The `repeat` baseline is the exception: plain causal attention over the
+  interleaved order, a masked softmax over the full (K*L)^2 score matrix (K^2 work by design).
 - "jax": `jax.nn.dot_product_attention` (causal), K = 1 only: the peer baseline that
   experiments/bench_train.py measures vanilla against. On an NVIDIA GPU with 16-bit inputs it
   asks for cuDNN's fused attention; everywhere else (CPU, TPU, float32, shapes cuDNN refuses) it
   runs XLA's implementation (`sdpa_implementation`).
-The "repeat" baseline is full causal attention over the interleaved order: K^2 work by design.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec, impl: str
   if impl == "dense":
     return masked_attention(q, k, v, jnp.asarray(dense_mask(spec, seq_len)))
   if impl == "xla":
-    if spec.variant == "repeat":
+    if spec.interleaved_causal:  # the repeat baseline: a (K*L)^2 masked softmax
       inter = jnp.asarray(interleaved_index(seq_len, spec.num_copies))
       return masked_attention(q, k, v, inter[None, :] <= inter[:, None])
     return phd_attention(q, k, v, spec, xla_block)
@@ -119,9 +120,7 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
 
 def _hidden_block_positions(spec: PHDSpec) -> int:
   """Positions per hidden sub-block: one sub-block back must cover the reach D = max(W, K-2)."""
-  if spec.variant == "phd":
-    return 1  # a hidden token reads only its own position's copies
-  return max(1, -(-spec.hidden_reach // spec.hidden_copies))
+  return max(1, -(-spec.hidden_reach // spec.hidden_copies))  # without a window: 1 (own copies)
 
 
 def phd_attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec,
@@ -148,7 +147,7 @@ def phd_attention(q: jax.Array, k: jax.Array, v: jax.Array, spec: PHDSpec,
   # Hidden queries read keys in sub-blocks of T hidden tokens: their own and, for the window
   # variants, the T before (T covers the reach D). Zeros in front stand for "before the start".
   t_sub = _hidden_block_positions(spec) * kh if kh else 0
-  windowed = spec.variant in ("phd_swa", "phd_cswa")
+  windowed = spec.has_window
   front = lambda x: jnp.pad(x, [(0, 0), (t_sub, 0), (0, 0), (0, 0)])
   k_hid, v_hid = front(k[:, seq_len:]), front(v[:, seq_len:])  # [B, T + L*(K-1), Hkv, D]
   block = min(block, seq_len)

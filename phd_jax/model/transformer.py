@@ -5,6 +5,10 @@ weights): RoPE (rotate-half), RMSNorm on each block's *output* (reordered norm),
 whole q and k projections (`model.qk_norm`), grouped-query attention, SwiGLU, no biases. The K
 copies live in the grouped layout (originals, then the hidden stream; docs/method.md) from the
 embedding to the last block, and only the last copy of each position reaches the LM head.
+
+Training, prefill and decoding all run through the same `__call__` of the same blocks: given a
+KV cache (phd_jax/model/kv_cache.py), a block's attention reads and writes it instead of
+attending over whole sequences, and everything else in the block is the same code.
 """
 from __future__ import annotations
 
@@ -17,9 +21,23 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from phd_jax.config import validate_model_config
-from phd_jax.masks import expand_copies, last_copy_slice, position_ids, token_coords
+from phd_jax.config import model_spec
+from phd_jax.masks import (
+  expand_copies,
+  last_copy_slice,
+  position_ids,
+  rope_positions,
+  token_coords,
+)
 from phd_jax.model.attention import attention
+from phd_jax.model.kv_cache import (
+  KVCache,
+  LayerCache,
+  TokenCoords,
+  cache_access,
+  cached_attention,
+  written_ring_index,
+)
 from phd_jax.model.sharding import constrain
 from phd_jax.spec import PHDSpec
 
@@ -46,8 +64,10 @@ def _init(m: ml_collections.ConfigDict, *names: str):
 _LAYERS = {nnx.PARTITION_NAME: "layers"}  # the stacked axis of scanned layers
 
 
-class AttentionProjections(nnx.Module):
-  """Projections and QK-norm; the attention itself is chosen by the caller (train or decode)."""
+class Attention(nnx.Module):
+  """Grouped-query attention with QK-norm and RoPE, and its settings: the spec, the training
+  path (`model.attention_impl`) and that path's block sizes. Without a cache it attends over whole
+  sequences in the grouped layout; with one, over the cache (`cached_attention`)."""
 
   def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
     self.spec, self.impl, self.theta = spec, m.attention_impl, m.rope_theta
@@ -82,6 +102,17 @@ class AttentionProjections(nnx.Module):
     v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
     return apply_rope(q, positions, self.theta), apply_rope(k, positions, self.theta), v
 
+  def __call__(self, x: jax.Array, positions: jax.Array,
+               cache: LayerCache | None = None) -> tuple[jax.Array, LayerCache | None]:
+    """x [B, T, d] -> (output projection [B, T, d], the cache with this layer's K/V written)."""
+    b, t, _ = x.shape
+    q, k, v = self.project_qkv(x, positions)
+    if cache is None:
+      out = attention(q, k, v, self.spec, self.impl, self.block_sizes, self.xla_block)
+    else:
+      out, cache = cached_attention(q, k, v, cache)
+    return self.o_proj(out.reshape(b, t, -1)), cache  # out [B, T, Hq, D]
+
 
 class MLP(nnx.Module):
   """SwiGLU."""
@@ -101,20 +132,20 @@ class Block(nnx.Module):
 
   def __init__(self, m: ml_collections.ConfigDict, spec: PHDSpec, *, rngs: nnx.Rngs):
     norm = functools.partial(nnx.RMSNorm, m.d_model, epsilon=m.norm_eps, rngs=rngs, **_dtypes(m))
-    self.attn, self.attn_norm = AttentionProjections(m, spec, rngs=rngs), norm()
+    self.attn, self.attn_norm = Attention(m, spec, rngs=rngs), norm()
     self.mlp, self.mlp_norm = MLP(m, rngs=rngs), norm()
 
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    q, k, v = self.attn.project_qkv(x, positions)
-    a = self.attn
-    return self.finish(x, attention(q, k, v, a.spec, a.impl, a.block_sizes, a.xla_block))
+  def __call__(self, x: jax.Array, positions: jax.Array,
+               cache: LayerCache | None = None) -> tuple[jax.Array, LayerCache | None]:
+    """x [B, T, d] at RoPE positions ([T] or [B, T]) -> (x [B, T, d], cache).
 
-  def finish(self, x: jax.Array, attn_out: jax.Array) -> jax.Array:
-    """The rest of the block given the attention output [B, T, Hq, D]."""
-    b, t, _ = x.shape
-    x = x + self.attn_norm(self.attn.o_proj(attn_out.reshape(b, t, -1)))
+    Without a cache: whole sequences, T = K*L in the grouped layout, and (x, None) comes back.
+    With one: the T tokens of a cached forward, and this layer's cache comes back updated.
+    """
+    a, cache = self.attn(x, positions, cache)
+    x = x + self.attn_norm(a)
     x = x + self.mlp_norm(self.mlp(x))
-    return constrain(x, ("batch", "length", "act_embed"))
+    return constrain(x, ("batch", "length", "act_embed")), cache
 
 
 class Transformer(nnx.Module):
@@ -126,7 +157,7 @@ class Transformer(nnx.Module):
       self._build(m, rngs)
 
   def _build(self, m: ml_collections.ConfigDict, rngs: nnx.Rngs) -> None:
-    self.spec = validate_model_config(m)
+    self.spec = model_spec(m)
     self.config = ml_collections.FrozenConfigDict(m)  # hashable: decode builds caches from it
     self.num_layers, self.remat, self.scan_layers = m.num_layers, m.remat, m.scan_layers
     self.position_scheme, self.tie_embeddings = m.phd.position_scheme, m.tie_embeddings
@@ -202,13 +233,41 @@ class Transformer(nnx.Module):
     norm: the loss turns them into logits a chunk at a time (phd_jax/model/losses.py)."""
     seq_len, k = tokens.shape[1], self.spec.num_copies
     positions = jnp.asarray(position_ids(seq_len, k, self.position_scheme))  # [K*L]
-    x, _ = self.over_layers(lambda layer, x, _: (layer(x, positions), None),
+    x, _ = self.over_layers(lambda layer, x, _: layer(x, positions),
                             self.embed_copies(tokens))  # [B, K*L, d]
     start, stop, step = last_copy_slice(seq_len, k)
     return x[:, start:stop:step]  # [B, L, d]
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    return self.logits(self.hidden(tokens))  # [B, L, vocab]
+  def __call__(self, tokens: jax.Array, cache: KVCache | None = None,
+               coords: TokenCoords | None = None) -> jax.Array | tuple[jax.Array, KVCache]:
+    """The forward pass, over whole sequences or over a KV cache.
+
+    model(tokens [B, L]) -> logits [B, L, vocab] of the last copy of each position (training,
+    evaluation, the reference every decode test compares with).
+    model(tokens [B, T], cache, coords) -> (logits [B, vocab] of the last of the T tokens, the
+    cache with their K/V written in): T tokens at any (position, copy) coordinates, e.g. the K
+    copies of the newest position (a decode step ends with copy K-1, whose logits predict the
+    next token). The cache's `length` is the caller's to advance (phd_jax/inference/decode.py).
+    """
+    if cache is None:
+      return self.logits(self.hidden(tokens))  # [B, L, vocab]
+    if coords is None:
+      raise ValueError("a forward over a KV cache needs the tokens' coords (TokenCoords: the "
+                       "position and copy of each token)")
+    copy = jnp.asarray(coords.copy, jnp.int32)  # [T]
+    x = self.embed_at(tokens, copy)  # [B, T, d]
+    rope = rope_positions(coords.pos, copy, self.spec.num_copies, self.position_scheme)  # [B, T]
+    access = cache_access(self.spec, cache, coords)
+
+    def layer_fn(layer: Block, x: jax.Array, kv: tuple) -> tuple[jax.Array, tuple]:
+      x, new = layer(x, rope, LayerCache(*kv, access=access))
+      return x, (new.k, new.v, new.window_k, new.window_v)
+
+    x, (k, v, window_k, window_v) = self.over_layers(
+        layer_fn, x, (cache.k, cache.v, cache.window_k, cache.window_v))
+    cache = cache.replace(k=k, v=v, window_k=window_k, window_v=window_v,
+                          window_index=written_ring_index(cache, access))
+    return self.logits(x[:, -1]), cache  # [B, vocab]
 
 
 def param_count(model: nnx.Module) -> int:

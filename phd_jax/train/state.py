@@ -16,10 +16,6 @@ from phd_jax.model.losses import lm_loss
 from phd_jax.model.transformer import Transformer
 from phd_jax.train.grad_accum import loss_and_grads
 
-# (model, batch, train config) -> (loss, aux scalars): chunked last-copy cross-entropy plus the
-# optional z-loss, defined in phd_jax/model/losses.py.
-loss_fn = lm_loss
-
 
 def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup then cosine decay; update number s (from 0) uses lr_schedule(t)(s)."""
@@ -68,7 +64,7 @@ def make_train_step(graphdef: nnx.GraphDef, t: ml_collections.ConfigDict, state_
                      out_shardings=(state_sharding, None))
   def train_step(state: nnx.State, batch: dict):
     model, optimizer = nnx.merge(graphdef, state)
-    loss, aux, grads = loss_and_grads(loss_fn, model, batch, t)  # microbatched if configured
+    loss, aux, grads = loss_and_grads(lm_loss, model, batch, t)  # microbatched if configured
     optimizer.update(model, grads)
     return nnx.state((model, optimizer)), {"loss": loss, "grad_norm": optax.tree.norm(grads),
                                            **aux}

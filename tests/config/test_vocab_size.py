@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from configs import model_tiny
-from phd_jax.config import resolve_vocab_size, validate_model_config
+from phd_jax.config import model_spec, resolve_vocab_size
 from phd_jax.data import tokenizers
 from phd_jax.eval import eval_data
 from phd_jax.run.load import load_run
@@ -36,7 +36,7 @@ def test_bad_or_unresolved_sizes_are_named(value, match):
   m = model_tiny.get_config().model
   m.vocab_size = value
   with pytest.raises(ValueError, match=rf"config\.model\.vocab_size={value!r} is invalid: {match}"):
-    validate_model_config(m)
+    model_spec(m)
 
 
 @pytest.mark.slow  # a training subprocess (make test-all); the resolution itself is tested above

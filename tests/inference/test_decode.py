@@ -13,7 +13,7 @@ from phd_jax.inference.decode import (
   prefill,
   sample_logits,
 )
-from phd_jax.inference.kv_cache import cache_bytes, init_cache
+from phd_jax.model.kv_cache import cache_bytes, init_cache
 from phd_jax.model.transformer import Transformer
 
 
@@ -214,7 +214,7 @@ def test_top_k_and_top_p_never_sample_outside_the_allowed_set():
 def test_bad_generate_input_is_refused(kwargs, match):
   model = Transformer(tiny("phd", 2), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=match):
-    generate(model, **kwargs)
+    generate(model, eos_id=None, **kwargs)
 
 
 def test_prompt_longer_than_the_cache_is_refused():

@@ -10,7 +10,6 @@ from flax import nnx
 from configs import model_tiny
 from phd_jax.model.losses import lm_loss
 from phd_jax.model.transformer import Transformer
-from phd_jax.train.state import loss_fn
 
 
 def _model(tie=True, variant="phd_cswa", k=2):
@@ -73,10 +72,10 @@ def test_z_loss_adds_its_term():
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.abs(b).max()))
 
 
-def test_train_loss_fn_signature():
+def test_lm_loss_signature():
   model, batch = _model(variant="phd", k=3), _batch(seq_len=7)
-  loss, aux = loss_fn(model, batch, _train_cfg(3, 1e-4))
+  loss, aux = lm_loss(model, batch, _train_cfg(3, 1e-4))
   assert set(aux) == {"ce", "z_loss"}
   np.testing.assert_allclose(loss, aux["ce"] + aux["z_loss"], rtol=1e-6)
-  loss_default, _ = loss_fn(model, batch)  # no train config: defaults, z-loss off
+  loss_default, _ = lm_loss(model, batch)  # no train config: defaults, z-loss off
   np.testing.assert_allclose(loss_default, aux["ce"], rtol=1e-6)

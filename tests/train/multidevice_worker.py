@@ -17,10 +17,11 @@ from phd_jax.data import text, windows
 from phd_jax.inference.decode import generate
 from phd_jax.model import sharding
 from phd_jax.model.attention import attention
+from phd_jax.model.losses import lm_loss
 from phd_jax.spec import PHDSpec
 from phd_jax.train.grad_accum import loss_and_grads
 from phd_jax.train.loop import train_and_evaluate
-from phd_jax.train.state import create_state, loss_fn
+from phd_jax.train.state import create_state
 from tests.helpers import tiny_config  # the same tiny training config (PYTHONPATH: the repo)
 
 PROMPTS = [[1, 2, 3, 4], [5, 6], [7, 8, 9], [10]]
@@ -86,13 +87,13 @@ def grad_accum_on_mesh(corpus_glob: str) -> float:
   batch = {k: jnp.asarray(v) for k, v in
            next(iter(windows.train_dataset(corpus.train, 32, 16, seed=0))).items()}
   model = nnx.merge(*create_state(cfg))[0]  # one device
-  reference = jax.jit(lambda b: loss_and_grads(loss_fn, model, b, cfg.train))(batch)
+  reference = jax.jit(lambda b: loss_and_grads(lm_loss, model, b, cfg.train))(batch)
   cfg.train.grad_accum_steps = 4
   cfg.mesh.update(data=2, fsdp=2, tensor=2)
   mesh, axis_rules = sharding.make_mesh(cfg.mesh), rules(cfg.mesh)
   graphdef, state = create_state(cfg, mesh)
   batch_sh = sharding.batch_sharding(mesh, axis_rules)
-  step = jax.jit(lambda s, b: loss_and_grads(loss_fn, nnx.merge(graphdef, s)[0], b, cfg.train),
+  step = jax.jit(lambda s, b: loss_and_grads(lm_loss, nnx.merge(graphdef, s)[0], b, cfg.train),
                  in_shardings=(jax.tree.map(lambda x: x.sharding, state), batch_sh))
   with sharding.activate(mesh, axis_rules):
     got = step(state, sharding.global_batch({k: np.asarray(v) for k, v in batch.items()},

@@ -16,12 +16,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from phd_jax.config import validate_config
 from phd_jax.data import text, tokenizers, windows
 from phd_jax.model import flops
+from phd_jax.model.losses import lm_loss
 from phd_jax.run.checkpoint import Checkpointer
 from phd_jax.run.load import load_run
 from phd_jax.train.grad_accum import loss_and_grads
 from phd_jax.train.guard import DivergenceError
 from phd_jax.train.loop import train_and_evaluate
-from phd_jax.train.state import create_state, loss_fn
+from phd_jax.train.state import create_state
 from tests.helpers import ROOT, losses, tiny_config
 
 
@@ -128,7 +129,7 @@ def test_grad_accumulation_4x2_equals_batch_8(corpus_glob):
   batches = iter(windows.train_dataset(corpus.train, 32, 8, seed=0))
   batch = {k: np.asarray(v) for k, v in next(batches).items()}
   model = nnx.merge(*create_state(cfg))[0]
-  grads = lambda t: jax.jit(lambda b: loss_and_grads(loss_fn, model, b, t))(batch)
+  grads = lambda t: jax.jit(lambda b: loss_and_grads(lm_loss, model, b, t))(batch)
   one = grads(cfg.train.copy_and_resolve_references())
   cfg.train.grad_accum_steps = 4
   four = grads(cfg.train)
