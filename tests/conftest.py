@@ -1,32 +1,104 @@
+"""The test session: the CPU, one compilation cache, things built once and shared by the workers.
+
+- JAX runs on the CPU unless JAX_PLATFORMS says otherwise.
+- JAX's persistent compilation cache: a temporary folder made by the controller process
+  (pytest_configure) and named in the environment, so the pytest-xdist workers and every
+  subprocess they start (phd-* commands, multi-device workers) compile each program once per
+  session: the same tiny model is built in many tests. Set JAX_COMPILATION_CACHE_DIR yourself to
+  keep a cache across sessions (it is then left alone and never deleted).
+- The corpus, the BPE tokenizer and the trained runs that tests only read are built once per
+  session for all workers (tests/shared.py: a folder per thing, a file lock, a done marker).
+"""
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from tests import shared
+
+LONG_FIRST = (  # node id prefixes, longest first (seconds of one CPU in `make test`'s durations)
+    "tests/test_notebook.py",
+    "tests/train/test_scaling.py::test_eight_devices_match_one",
+    "tests/train/test_scaling.py::test_two_processes_match_one",
+    "tests/train/test_scaling.py::test_sigterm_on_one_host_stops_both_at_one_step",
+    "tests/configs/test_configs.py",
+    "tests/eval/test_evaluate.py::test_a_fresh_run_evaluates_in_training_and_from_the_command_",
+    "tests/eval/test_paper_suite.py::test_paper_suite_offline_from_the_command_line_and_during_",
+    "tests/train/test_pod_recipe.py",
+    "tests/interop/test_olmo2.py::test_continued_pretraining_from_imported_weights",
+)
+CACHE_ENV = {  # every program, however small or quick to compile, is cached
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return  # a worker inherits the controller's environment; a user's cache is theirs
+  folder = tempfile.mkdtemp(prefix="phd_jax_test_jit_")
+  config._phd_jax_jit_cache = folder
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=folder, **CACHE_ENV)
+
+
+def pytest_collection_modifyitems(config, items):
+  """The longest tests first (the rest keep pytest's order), so that with -n 2 no worker is left
+  running a two-minute test alone at the end."""
+  rank = lambda item: next((i for i, p in enumerate(LONG_FIRST) if item.nodeid.startswith(p)),
+                           len(LONG_FIRST))
+  items.sort(key=rank)  # stable
+
+
+def pytest_unconfigure(config):
+  folder = getattr(config, "_phd_jax_jit_cache", None)
+  if folder:
+    shutil.rmtree(folder, ignore_errors=True)
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 
 @pytest.fixture(scope="session")
-def corpus_glob(tmp_path_factory):
-  """A small deterministic corpus of text files (fast to load, easy to learn)."""
-  root = tmp_path_factory.mktemp("corpus")
+def shared_root(tmp_path_factory):
+  """The session's folder for what every worker shares: beside the workers' own basetemps."""
+  base = tmp_path_factory.getbasetemp()
+  root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+  root.mkdir(exist_ok=True)
+  return root
+
+
+def _write_corpus(folder):
   rng = np.random.default_rng(0)
   words = ["def", "return", "self", "import", "class", "for", "in", "if", "else", "value"]
   for i in range(12):
     lines = [" ".join(rng.choice(words, size=6)) + ":" for _ in range(200)]
-    (root / f"file{i:02d}.txt").write_text("\n".join(lines))
-  return str(root / "*.txt")
+    (folder / f"file{i:02d}.txt").write_text("\n".join(lines))
 
 
 @pytest.fixture(scope="session")
-def bpe_path(tmp_path_factory, corpus_glob):
+def corpus_glob(shared_root):
+  """A small deterministic corpus of text files (fast to load, easy to learn)."""
+  return str(shared.built_once(shared_root, "corpus", _write_corpus) / "*.txt")
+
+
+@pytest.fixture(scope="session")
+def bpe_path(shared_root, corpus_glob):
   """A small byte-level BPE (phd_jax/data/bpe.py) trained on the test corpus: a second or two."""
   import glob
 
   from phd_jax.data.bpe import train_bpe
-  path = str(tmp_path_factory.mktemp("bpe") / "bpe.json")
-  train_bpe(sorted(glob.glob(corpus_glob)), vocab_size=320, out=path)
-  return path
+
+  def train(folder):
+    train_bpe(sorted(glob.glob(corpus_glob)), vocab_size=320, out=str(folder / "bpe.json"))
+  return str(shared.built_once(shared_root, "bpe", train) / "bpe.json")
+
+
+@pytest.fixture(scope="session")
+def trained_runs(shared_root):
+  """trained_runs(cfg) -> the workdir of cfg trained once for the whole session (all workers).
+  Read it only; shared.copy_run gives a copy to resume, damage or extend."""
+  return shared.TrainedRuns(shared_root)
 
 
 @pytest.fixture(scope="session")
@@ -57,16 +129,17 @@ def bucket(request, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def local_task(tmp_path_factory):
-  """A local lm-eval task directory (tests/eval/test_evaluate.py's toy multiple-choice task):
-  YAML + JSONL, loaded with --include_path, no network."""
+def local_task(shared_root):
+  """A local lm-eval task directory (the toy multiple-choice task of tests/helpers.py): YAML +
+  JSONL, loaded with --include_path, no network."""
   import json
 
-  from tests.eval.test_evaluate import DOCS, TASK_YAML
-  root = tmp_path_factory.mktemp("tasks")
-  (root / "toy.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS))
-  (root / "toy.yaml").write_text(TASK_YAML.format(data=root / "toy.jsonl"))
-  return str(root)
+  from tests.helpers import DOCS, TASK_YAML
+
+  def write(root):
+    (root / "toy.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS))
+    (root / "toy.yaml").write_text(TASK_YAML.format(data=root / "toy.jsonl"))
+  return str(shared.built_once(shared_root, "tasks", write))
 
 
 @pytest.fixture(scope="session")

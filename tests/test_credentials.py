@@ -12,15 +12,13 @@ import contextlib
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from phd_jax.files.clients import DUMMY_S3_KEY
-from tests.helpers import ROOT
+from tests import commands
 
 BUCKET = "phd-credentials"
 KEY_ID = re.compile(r"Credential=([^/]+)/")
@@ -89,9 +87,7 @@ def _run_clients(endpoint: str, home, root: str, **env: str) -> list[str]:
   clean.update(HOME=str(home), AWS_ENDPOINT_URL=endpoint, JAX_PLATFORMS="cpu",
                AWS_EC2_METADATA_DISABLED="true",
                **env)
-  done = subprocess.run([sys.executable, "-c", CLIENTS, root], cwd=ROOT, env=clean,
-                        capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stderr[-3000:]
+  done = commands.python(CLIENTS, root, clean_env=clean)
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 

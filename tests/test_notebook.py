@@ -2,8 +2,10 @@
 import pathlib
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.integration
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

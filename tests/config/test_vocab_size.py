@@ -1,9 +1,5 @@
 """model.vocab_size="auto": the tokenizer's vocabulary rounded up to a multiple of 128, fixed
 (and logged) when training starts; explicit sizes behave as before; anything else is named."""
-import os
-import subprocess
-import sys
-
 import pytest
 
 from configs import model_tiny
@@ -11,7 +7,8 @@ from phd_jax.config import model_spec, resolve_vocab_size
 from phd_jax.data import tokenizers
 from phd_jax.eval import eval_data
 from phd_jax.run.load import load_run
-from tests.helpers import ROOT
+from tests import commands
+from tests.helpers import tiny_flags
 
 
 @pytest.mark.parametrize("tokenizer, want", [("bytes", 384), ("bpe", 384), ("olmo", 50304)])
@@ -39,18 +36,12 @@ def test_bad_or_unresolved_sizes_are_named(value, match):
     model_spec(m)
 
 
+@pytest.mark.integration
 @pytest.mark.slow  # a training subprocess (make test-all); the resolution itself is tested above
 def test_auto_from_the_command_line_is_saved_as_the_size_it_became(corpus_glob, tmp_path):
   run = tmp_path / "run"
-  done = subprocess.run(
-      [sys.executable, "-m", "phd_jax.train", "--config=configs/model_tiny.py",
-       f"--workdir={run}", "--config.model.vocab_size=auto", "--config.data.source=text_files",
-       f"--config.data.text_files={corpus_glob}", "--config.train.steps=1",
-       "--config.train.batch_size=2", "--config.train.seq_len=16",
-       "--config.train.val_batches=1", "--config.train.sample_tokens=0"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert done.returncode == 0, done.stderr[-2000:]
+  done = commands.phd("phd-train", f"--workdir={run}", *tiny_flags(corpus_glob, steps=1),
+                      "--config.model.vocab_size=auto", timeout=600)
   assert "model.vocab_size=auto: 384 (the tokenizer's 257 ids" in done.stdout
   model, cfg, _ = load_run(str(run))
   assert cfg.model.vocab_size == 384 and model.embed.embedding.shape[0] == 384

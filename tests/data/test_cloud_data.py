@@ -6,8 +6,6 @@ import glob
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -19,7 +17,8 @@ from phd_jax.data import bpe, prepare, text, tokenizers
 from phd_jax.data import tokens as token_data
 from phd_jax.data.windows import load_splits
 from phd_jax.train.loop import train_and_evaluate
-from tests.helpers import ROOT, losses, tiny_config
+from tests import commands
+from tests.helpers import losses, tiny_config
 
 TEXT = "def héllo(x):\n  return x * 2  # ünïcode €\n"
 WORDS = ["def", "return", "self", "import", "class", "for", "in", "if", "else", "value", "é€"]
@@ -237,17 +236,17 @@ def test_prepare_into_a_bucket_matches_local_and_resumes(bucket, corpus, bpe_pat
   assert again["input_fingerprint"] != meta["input_fingerprint"]
 
 
+@pytest.mark.integration
 def test_prepare_command_writes_to_a_bucket(gs_url, corpus, tmp_path):
   out = f"{gs_url}/{tmp_path.name}/tokens"
-  cmd = subprocess.run([sys.executable, "-m", "phd_jax.prepare", f"--input={corpus}/*.jsonl",
-                        f"--out={out}", "--num_workers=1"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
-  assert cmd.returncode == 0, cmd.stderr[-2000:]
+  cmd = commands.phd("phd-prepare", f"--input={corpus}/*.jsonl", f"--out={out}",
+                     "--num_workers=1", cwd=tmp_path, timeout=120)
   assert f"wrote {out}: train" in cmd.stdout
   assert json.loads(fs.read_text(f"{out}/metadata.json"))["tokenizer"]["name"] == "bytes"
   assert os.listdir(tmp_path) == []  # nothing local: no gs: folder in the working directory
 
 
+@pytest.mark.integration
 def test_training_from_a_bucket_gives_the_local_losses(gs_url, corpus, bpe_path, tmp_path):
   local = str(tmp_path / "tokens")
   prepare.prepare(input=str(corpus / "*.jsonl"), tokenizer=bpe_path, out=local,
@@ -267,13 +266,11 @@ def test_training_from_a_bucket_gives_the_local_losses(gs_url, corpus, bpe_path,
   assert open(tmp_path / "bucket" / "tokenizer.json").read() == open(bpe_path).read()
 
 
+@pytest.mark.integration
 def test_bench_data_measures_a_bucket_beside_local_files(gs_url, tmp_path):
   url = f"{gs_url}/{tmp_path.name}/bench"
-  cmd = subprocess.run([sys.executable, "-m", "experiments.bench_data", "--shards=2",
-                        "--shard_tokens=20000", "--batch_size=1", "--batches=2",
-                        f"--bucket={url}"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
-  assert cmd.returncode == 0, cmd.stderr[-2000:]
+  cmd = commands.module("experiments.bench_data", "--shards=2", "--shard_tokens=20000",
+                        "--batch_size=1", "--batches=2", f"--bucket={url}", timeout=120)
   rows = {line.split()[0]: line for line in cmd.stdout.splitlines() if line.strip()}
   assert "storage" in rows and "local" in rows and url in rows
   assert f"storage={url} loader_tok_s=" in cmd.stdout and "vs_local=" in cmd.stdout

@@ -14,6 +14,7 @@ from phd_jax.train.loop import train_and_evaluate
 from tests.helpers import tiny_config
 
 
+@pytest.mark.integration
 @pytest.mark.slow  # prepare, train and evaluate with a 50k vocabulary (make test-all)
 def test_olmo_tokenizer_prepares_trains_and_evaluates(eval_data_root, corpus_glob, tmp_path):
   path = eval_data.olmo_tokenizer(eval_data_root)

@@ -2,15 +2,13 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from phd_jax import files
 from phd_jax.data import prepare, tokenizers
-from tests.helpers import ROOT
+from tests import commands
 
 WORDS = ["def", "return", "self", "import", "class", "for", "in", "if", "else", "value", "é€"]
 
@@ -143,6 +141,7 @@ def test_bad_records_are_counted_and_named(tmp_path, bpe_path):
     assert expected in report, report
 
 
+@pytest.mark.integration
 def test_empty_glob_and_missing_column_are_errors(tmp_path, bpe_path):
   import pyarrow as pa
   import pyarrow.parquet as pq
@@ -151,10 +150,9 @@ def test_empty_glob_and_missing_column_are_errors(tmp_path, bpe_path):
   pq.write_table(pa.table({"content": ["x"]}), tmp_path / "p.parquet")
   with pytest.raises(ValueError, match=r"p\.parquet: no column 'text'.*--text_field"):
     prepare.prepare(input=str(tmp_path / "p.parquet"), out=str(tmp_path / "o"), progress=False)
-  cli = subprocess.run([sys.executable, "-m", "phd_jax.prepare", f"--input={tmp_path}/x*.jsonl",
-                        f"--out={tmp_path / 'o'}"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
-  assert cli.returncode == 1 and "error: --input=" in cli.stderr and "Traceback" not in cli.stderr
+  cli = commands.phd("phd-prepare", f"--input={tmp_path}/x*.jsonl", f"--out={tmp_path / 'o'}",
+                     timeout=120, expect=1)
+  assert "error: --input=" in cli.stderr and "Traceback" not in cli.stderr
 
 
 def test_hf_dataset_from_a_local_folder(tmp_path, bpe_path, monkeypatch):

@@ -1,13 +1,11 @@
 """Tokenizers: round trips, exact byte lengths per id, the run's own copy, clear refusals."""
 import os
-import subprocess
-import sys
 
 import ml_collections
 import pytest
 
 from phd_jax.data import tokenizers
-from tests.helpers import ROOT
+from tests import commands
 
 TEXT = "def héllo(x):\n  return x * 2  # ünïcode €, 漢字 and 🙂\n"
 
@@ -79,12 +77,11 @@ def test_bad_tokenizer_is_refused(spec, message):
     tokenizers.load(spec)
 
 
+@pytest.mark.integration
 def test_train_command(corpus_glob, tmp_path):
-  cmd = [sys.executable, "-m", "phd_jax.tokenizer", "train", f"--input={corpus_glob}",
-         "--vocab_size=300", f"--out={tmp_path / 'tok.json'}"]
-  ok = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert ok.returncode == 0, ok.stderr[-2000:]
+  args = ["train", "--vocab_size=300", f"--out={tmp_path / 'tok.json'}"]
+  commands.phd("phd-tokenizer", *args, f"--input={corpus_glob}", timeout=120)
   assert 257 < tokenizers.load(str(tmp_path / "tok.json")).vocab_size <= 300
-  cmd[4] = f"--input={tmp_path / 'none' / '*.txt'}"
-  bad = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  bad = commands.phd("phd-tokenizer", *args, f"--input={tmp_path / 'none' / '*.txt'}",
+                     timeout=120, expect=None)
   assert bad.returncode != 0 and "matches no files" in bad.stderr

@@ -3,8 +3,6 @@ import glob
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +18,8 @@ from phd_jax.model import sharding
 from phd_jax.train import validation
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.state import create_state
-from tests.helpers import ROOT, tiny_config
+from tests import commands
+from tests.helpers import tiny_config
 
 
 def write_raw(path, ids, dtype="<u2"):
@@ -204,6 +203,7 @@ def test_bits_per_byte_is_exact(kind, bpe_path, bpe_dir, bytes_dir):
   np.testing.assert_allclose(got["val_bits_per_byte"], bpb, rtol=1e-5)
 
 
+@pytest.mark.integration
 def test_training_on_bpe_shards_lowers_the_loss(bpe_path, bpe_dir, tmp_path):
   summary = train_and_evaluate(tokens_config(bpe_path, bpe_dir), str(tmp_path))
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -213,7 +213,6 @@ def test_training_on_bpe_shards_lowers_the_loss(bpe_path, bpe_dir, tmp_path):
   assert val and "val_loss" in val[-1] and val[-1]["step"] == 12
   assert 0 < summary["val_bits_per_byte"] < summary["val_loss"] / math.log(2)  # > 1 byte/token
   assert open(tmp_path / "tokenizer.json").read() == open(bpe_path).read()
-  gen = subprocess.run([sys.executable, "-m", "phd_jax.generate", f"--workdir={tmp_path}",
-                        "--max_new_tokens=6", "--prompt=def self"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
-  assert gen.returncode == 0 and "checkpoint step 12" in gen.stdout, gen.stderr[-2000:]
+  gen = commands.phd("phd-generate", f"--workdir={tmp_path}", "--max_new_tokens=6",
+                     "--prompt=def self")
+  assert "checkpoint step 12" in gen.stdout

@@ -5,8 +5,6 @@ pass per request through the model, and log_softmax by hand.
 """
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,25 +17,10 @@ from phd_jax.data.tokenizers import ByteTokenizer
 from phd_jax.eval.harness import PHDLM, bucket, cut_at_stop
 from phd_jax.eval.tasks import PAPER_TASKS, expand_tasks
 from phd_jax.inference import decode
-from phd_jax.model.transformer import Transformer
-from tests.helpers import ROOT
+from tests import commands
+from tests.helpers import DOCS, SMALL_PHD, brute_force_accuracy, tiny_model
 
-OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 SEQ_LEN = 32
-VARIANTS = {  # small windows and chunks, so that 32 positions cross their borders
-    "vanilla": dict(variant="vanilla", num_copies=1, window=0, chunk=0),
-    "phd": dict(variant="phd", num_copies=2, window=0, chunk=0),
-    "phd_swa": dict(variant="phd_swa", num_copies=3, window=3, chunk=0),
-    "phd_cswa": dict(variant="phd_cswa", num_copies=2, window=4, chunk=8),
-    "repeat": dict(variant="repeat", num_copies=2, window=0, chunk=0),
-}
-
-
-def tiny_model(variant):
-  m = model_tiny.get_config().model
-  m.phd.update(VARIANTS[variant])
-  m.init_std = 0.3  # at OLMo2's 0.02 a random tiny model's logits are nearly uniform
-  return Transformer(m, rngs=nnx.Rngs(0))
 
 
 def request(kind, *args):
@@ -77,7 +60,7 @@ PAIRS = [  # (context, continuation); three input lengths (5, 13, 32), so few re
 ]
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(SMALL_PHD))
 def test_loglikelihood_is_the_summed_log_softmax(variant, reference_forward):
   model = tiny_model(variant)
   got = PHDLM(model, ByteTokenizer(), SEQ_LEN, batch_size=8).loglikelihood(
@@ -175,55 +158,8 @@ def test_paper_tasks_are_known_to_lm_eval():
   assert [t for t in PAPER_TASKS if t not in known] == []
 
 
-# ----- end to end: a fresh run, a local task through lm-eval, in-training evals -----
-DOCS = [  # a multiple-choice task whose choices differ in length, so acc and acc_norm differ
-    {"question": "def add(a, b): return", "choices": ["a + b", "None", "a - b - 1"], "label": 0},
-    {"question": "import os, sys; print(", "choices": ["os)", "sys.argv)", "1"], "label": 1},
-    {"question": "for i in range(", "choices": ["10):", "len(x)):", "n)"], "label": 2},
-    {"question": "class Foo(", "choices": ["object):", "Base):", "):"], "label": 0},
-    {"question": "if x is", "choices": ["None:", "not None:", "True"], "label": 1},
-    {"question": "return self.", "choices": ["value", "x", "_cache[key]", "name"], "label": 3},
-    {"question": "while", "choices": [" True:", " x:", " not done:"], "label": 0},
-    {"question": "x = [i for i in", "choices": ["range(3)]", "y]", "z if z]"], "label": 1},
-]
-TASK_YAML = """task: toy_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_target: "{{{{label}}}}"
-doc_to_choice: "{{{{choices}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
-
-
-def brute_force_accuracy(model, seq_len):
-  """acc, acc_norm and bpb by scoring every choice with its own forward pass: the context is the
-  question, the continuation " " + choice (lm-eval's default target delimiter)."""
-  fwd = nnx.jit(lambda m, t: jax.nn.log_softmax(m(t), axis=-1))
-  acc, acc_norm, bpb = [], [], []
-  for doc in DOCS:
-    lls = []
-    for choice in doc["choices"]:
-      ctx, cont = list(doc["question"].encode()), list((" " + choice).encode())
-      full = ctx + cont
-      row = np.zeros((1, seq_len), np.int32)
-      row[0, :len(full) - 1] = full[:-1]
-      logp = np.asarray(fwd(model, row))[0]
-      lls.append(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(cont)))
-    lengths = np.array([len(c) for c in doc["choices"]], float)
-    acc.append(np.argmax(lls) == doc["label"])
-    acc_norm.append(np.argmax(np.array(lls) / lengths) == doc["label"])
-    gold = " " + doc["choices"][doc["label"]]
-    bpb.append(-lls[doc["label"]] / np.log(2) / len(gold.encode()))
-  return float(np.mean(acc)), float(np.mean(acc_norm)), float(np.mean(bpb))
-
-
+# ----- end to end: a fresh run, the toy task through lm-eval, in-training evals -----
+@pytest.mark.integration
 @pytest.mark.parametrize("variant", ["phd_cswa", "vanilla"])
 def test_a_fresh_run_evaluates_in_training_and_from_the_command_line(variant, corpus_glob,
                                                                      local_task, tmp_path):
@@ -243,13 +179,10 @@ def test_a_fresh_run_evaluates_in_training_and_from_the_command_line(variant, co
     evals = [r for r in map(json.loads, f) if "eval/toy_mc/acc" in r]
   assert [r["step"] for r in evals] == [2, 4]
 
-  out = tmp_path / "results.json"
-  proc = subprocess.run(
-      [sys.executable, "-m", "phd_jax.evaluate", f"--workdir={workdir}", "--tasks=toy_mc",
-       f"--include_path={local_task}", "--batch_size=3", f"--output={out}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={**os.environ, **OFFLINE, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = tmp_path / "results.json"  # --output: --out's earlier name
+  proc = commands.phd("phd-evaluate", f"--workdir={workdir}", "--tasks=toy_mc",
+                      f"--include_path={local_task}", "--batch_size=3", f"--output={out}",
+                      timeout=600)
   assert "toy_mc" in proc.stdout and "acc_norm" in proc.stdout  # lm-eval's table
   cli = json.loads(out.read_text())["results"]["toy_mc"]
 

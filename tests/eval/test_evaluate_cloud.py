@@ -3,8 +3,6 @@ JSON lands whole in the bucket, a bucket out of reach fails before the model loa
 --include_path is refused as a URL (lm-eval reads local YAMLs only)."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,8 @@ from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.interop.olmo2 import import_weights, save_olmo2
 from phd_jax.model.transformer import Transformer
-from tests.eval.test_evaluate import DOCS, OFFLINE, brute_force_accuracy
+from tests import commands
+from tests.helpers import DOCS, brute_force_accuracy
 
 SEQ_LEN = 64
 
@@ -36,11 +35,10 @@ def vanilla_run(tmp_path_factory):
 
 
 def evaluate(*args, cwd):
-  return subprocess.run([sys.executable, "-m", "phd_jax.evaluate", *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=300,
-                        env={**os.environ, **OFFLINE, "JAX_PLATFORMS": "cpu"})
+  return commands.phd("phd-evaluate", *args, cwd=cwd, expect=None)
 
 
+@pytest.mark.integration
 def test_evaluate_writes_its_results_to_a_bucket(gs_url, vanilla_run, local_task, tmp_path):
   workdir, model = vanilla_run
   out = f"{gs_url}/{tmp_path.name}/eval/results.json"
@@ -64,6 +62,7 @@ def test_write_json_uploads_lm_evals_output_whole(bucket):
   assert fs.listdir(fs.join(bucket, "sub")) == ["results.json"]  # no temporary left beside it
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_evaluate_fails_fast_on_a_missing_out_bucket(scheme, request, tmp_path):
   request.getfixturevalue(f"{scheme}_url")  # the emulator, reachable, without that bucket

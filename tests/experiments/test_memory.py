@@ -1,23 +1,18 @@
 """The sharded train step compiles on 8 simulated devices without full rematerialization, and
 `python -m experiments.memory_per_device` reports its compiled memory."""
-import os
-import subprocess
-import sys
+import pytest
 
-from tests.helpers import ROOT
+from tests import commands
 
 
+@pytest.mark.integration
 def test_sharded_step_compiles_without_full_rematerialization():
   # data x fsdp x tensor = 2 x 2 x 2: the embedding is split on vocab (tensor) and embed (fsdp)
   # while the batch is split on (data, fsdp); the gather used to force a full replication.
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)  # the script sets the device count from the mesh
-  run = subprocess.run(
-      [sys.executable, "-m", "experiments.memory_per_device",
-       "--config=configs/model_tiny.py:phd_cswa", "--data=2", "--fsdp=2", "--tensor=2",
-       "--seq_len=64", "--config.train.loss_chunk=16"],
-      capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-  assert run.returncode == 0, run.stderr[-3000:]
+  run = commands.module(  # the script sets the device count from the mesh: no XLA_FLAGS here
+      "experiments.memory_per_device", "--config=configs/model_tiny.py:phd_cswa", "--data=2",
+      "--fsdp=2", "--tensor=2", "--seq_len=64", "--config.train.loss_chunk=16", timeout=600,
+      env={"XLA_FLAGS": ""})
   assert "Involuntary full rematerialization" not in run.stderr, run.stderr[-3000:]
   line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))
   got = dict(kv.split("=") for kv in line.split()[1:])

@@ -1,26 +1,22 @@
 """experiments/paper_table.py on a tiny run: its row of the paper's downstream table, the CSV
 beside it, the cached evaluation a rerun reuses, and the failures it reports in one line."""
 import csv
-import os
 import statistics
-import subprocess
-import sys
 
 import pytest
 
 from phd_jax.eval.tasks import PAPER_TASKS
 from phd_jax.train.loop import train_and_evaluate
-from tests.helpers import ROOT, tiny_config
+from tests import commands
+from tests.helpers import tiny_config
 
 
-def paper_table(*args: str, **env: str) -> subprocess.CompletedProcess:
+def paper_table(*args: str, **env: str):
   """The command as a user runs it, offline (the benchmarks come from the local cache)."""
-  return subprocess.run([sys.executable, "-m", "experiments.paper_table", *args], cwd=ROOT,
-                        capture_output=True, text=True,
-                        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                             **env})
+  return commands.module("experiments.paper_table", *args, env=env, timeout=600, expect=None)
 
 
+@pytest.mark.integration
 @pytest.mark.slow  # ~30 s: an experiment script end to end (make test-all); its parts are tested
 def test_paper_table_of_a_tiny_run(tmp_path, corpus_glob, eval_data_root):
   """About 30 s on 2 CPU cores: 3 training steps, then 2 documents per task."""

@@ -16,9 +16,8 @@ from phd_jax.interop import hf_tokenizer
 from phd_jax.interop.olmo2 import import_weights, save_olmo2
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.load import load_run
-from phd_jax.train.loop import train_and_evaluate
-from tests.helpers import tiny_config
-from tests.interop.test_olmo2 import run_cli
+from tests import commands
+from tests.helpers import VANILLA_RUN, tiny_config
 
 TEXTS = ["def value(self):\n\treturn 'café' + \"ü\"", "  two  spaces ", "日本語 🎉 x"]
 
@@ -34,21 +33,20 @@ def read(folder, name):
     return json.load(f)
 
 
-def test_a_byte_level_run_exports_a_tokenizer_that_encodes_like_its_own(corpus_glob, tmp_path):
-  cfg = tiny_config(corpus_glob, steps=2)
-  cfg.model.phd.update(variant="vanilla", num_copies=1, window=0, chunk=0)
-  run = str(tmp_path / "run")
-  train_and_evaluate(cfg, run)
+@pytest.mark.integration
+def test_a_byte_level_run_exports_a_tokenizer_that_encodes_like_its_own(corpus_glob, trained_runs,
+                                                                        tmp_path):
+  cfg = tiny_config(corpus_glob, **VANILLA_RUN)
   out = tmp_path / "hf"
-  done = run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={out}")
-  assert done.returncode == 0, done.stderr[-2000:]
+  commands.phd("phd-hf", "export", f"--workdir={trained_runs(cfg)}", f"--out={out}")
   assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors",
                                      "tokenizer.json", "tokenizer_config.json"]
   ids = {"bos_token_id": 256, "eos_token_id": 256, "pad_token_id": 256}
   assert {k: read(out, "config.json")[k] for k in ids} == ids
   assert {k: read(out, "generation_config.json")[k] for k in ids} == ids
   tok_cfg = read(out, "tokenizer_config.json")
-  assert tok_cfg["eos_token"] == "<|endoftext|>" and tok_cfg["model_max_length"] == 32
+  assert tok_cfg["eos_token"] == "<|endoftext|>"
+  assert tok_cfg["model_max_length"] == VANILLA_RUN["seq_len"]
   exported = hf_tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
   for text in TEXTS:
     assert exported.encode(text, add_special_tokens=False).ids == ByteTokenizer().encode(text)
@@ -87,6 +85,7 @@ def test_import_takes_the_directorys_tokenizer_and_copies_it_into_the_run(bpe_pa
   assert import_weights(hf, str(tmp_path / "run2"), cfg, tokenizer=other) == other
 
 
+@pytest.mark.integration
 def test_import_refuses_a_tokenizer_that_is_not_the_checkpoints(corpus_glob, bpe_path, tmp_path):
   hf = str(tmp_path / "hf")
   save_olmo2(vanilla(50304), hf)  # no tokenizer in the directory; the config's is bytes
@@ -98,9 +97,9 @@ def test_import_refuses_a_tokenizer_that_is_not_the_checkpoints(corpus_glob, bpe
   with pytest.raises(ValueError, match=r"bpe.json has 296 ids .* has 256 rows"):
     import_weights(small, str(tmp_path / "run"), cfg, tokenizer=bpe_path)
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
-  done = run_cli("phd_jax.hf", "import", f"--hf_dir={hf}", "--config=configs/model_tiny.py",
-                 f"--out={tmp_path / 'cli'}")
-  assert done.returncode == 1 and done.stderr.count("\n") == 1 and "50304 rows" in done.stderr
+  done = commands.phd("phd-hf", "import", f"--hf_dir={hf}", "--config=configs/model_tiny.py",
+                      f"--out={tmp_path / 'cli'}", expect=1)
+  assert done.stderr.count("\n") == 1 and "50304 rows" in done.stderr
 
 
 def test_byte_tokenizer_json_is_exactly_byte_tokenizer():

@@ -6,8 +6,6 @@ transformers'), train from it, resume, export."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -27,15 +25,14 @@ from phd_jax.train import init_from
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.setup import start_run
 from phd_jax.train.state import create_state
-from tests.helpers import ROOT, tiny_config
+from tests import commands
+from tests.helpers import FIXTURES, golden, tiny_config
 
-FIXTURES = os.path.join(ROOT, "tests", "interop", "fixtures")
-GOLDEN = np.load(os.path.join(FIXTURES, "olmo2_golden.npz"))
+GOLDEN = golden()
 # tests/interop/fixtures/olmo2_untied/config.json, as config fields (what a user would write)
 UNTIED = dict(num_layers=2, d_model=24, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=40,
               vocab_size=48, tie_embeddings=False, rope_theta=500_000.0, norm_eps=1e-5)
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 .,:;()=+-\n"  # 47 ids, and EOS: the fixture's 48
-BIN = os.path.dirname(sys.executable)
 
 
 def leaves(tree) -> list[np.ndarray]:
@@ -198,18 +195,12 @@ def test_init_from_syntax():
   assert init_from.parse("gs://b/runs/x") == ("gs://b/runs/x", None)
 
 
-def phd(command, *args):
-  """An installed phd-* command, run from the repository root."""
-  return subprocess.run([os.path.join(BIN, f"phd-{command}"), *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
-
-
+@pytest.mark.integration
 def test_continued_pretraining_from_olmo2_through_the_commands(tmp_path):
   """phd-hf import of transformers' golden OLMo2 -> phd-train from it (first loss: the imported
   model's) -> resumed (init_from ignored) -> phd-hf export gives back the trained weights."""
   folder, weights, run = olmo2_folder(tmp_path), str(tmp_path / "w"), str(tmp_path / "run")
-  done = phd("hf", "import", f"--hf_dir={folder}", f"--out={weights}")
-  assert done.returncode == 0, done.stderr[-2000:]
+  done = commands.phd("phd-hf", "import", f"--hf_dir={folder}", f"--out={weights}")
   assert f"--config.train.init_from={weights}" in done.stdout
   imported, saved, step = load_run(weights)
   assert step == 0 and saved.data.tokenizer == os.path.join(weights, "tokenizer.json")
@@ -229,8 +220,7 @@ def test_continued_pretraining_from_olmo2_through_the_commands(tmp_path):
            *(f"--config.train.{k}={cfg.train[k]}" for k in
              ("batch_size", "seq_len", "val_batches", "log_every", "sample_tokens")),
            f"--config.train.init_from={weights}"]
-  trained = phd("train", *flags, "--config.train.steps=2")
-  assert trained.returncode == 0, trained.stderr[-2000:]
+  trained = commands.phd("phd-train", *flags, "--config.train.steps=2")
   assert f"initialized the model from {weights} (step 0)" in trained.stdout
   rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
   first = next(r["loss"] for r in rows if r["step"] == 1)
@@ -241,15 +231,13 @@ def test_continued_pretraining_from_olmo2_through_the_commands(tmp_path):
   want = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["targets"][..., None], -1).mean()
   np.testing.assert_allclose(first, float(want), rtol=1e-5)
 
-  resumed = phd("train", *flags, "--config.train.steps=3")
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  resumed = commands.phd("phd-train", *flags, "--config.train.steps=3")
   assert f"resumed from step 2 in {run}" in resumed.stdout
   assert f"config.train.init_from={weights} ignored" in resumed.stdout
   model, _, step = load_run(run)
   assert step == 3 and not same(params_of(model), params_of(imported))  # it trained
 
-  exported = phd("hf", "export", f"--workdir={run}", f"--out={tmp_path / 'hf'}")
-  assert exported.returncode == 0, exported.stderr[-2000:]
+  commands.phd("phd-hf", "export", f"--workdir={run}", f"--out={tmp_path / 'hf'}")
   assert same(params_of(load_olmo2(str(tmp_path / "hf"))), params_of(model))
   with open(tmp_path / "hf" / "tokenizer.json") as a, open(f"{folder}/tokenizer.json") as b:
     assert a.read() == b.read()  # the tokenizer travelled: OLMo2 folder -> weights -> run -> HF

@@ -4,8 +4,6 @@ tests/interop/test_init_from.py.)"""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +16,10 @@ from configs import base, model_tiny
 from phd_jax.interop.olmo2 import load_olmo2, read_tensors, save_olmo2
 from phd_jax.model.transformer import Transformer
 from phd_jax.run.load import load_run
-from tests.helpers import ROOT
+from tests import commands
+from tests.helpers import FIXTURES, VANILLA_RUN, golden, shard_in_two, tiny_config
 
-FIXTURES = os.path.join(ROOT, "tests", "interop", "fixtures")
-GOLDEN = np.load(os.path.join(FIXTURES, "olmo2_golden.npz"))
+GOLDEN = golden()
 
 
 def rel_error(got, want) -> float:
@@ -54,21 +52,6 @@ def edit_config(directory, **fields):
   cfg = json.loads(path.read_text())
   cfg.update(fields)
   path.write_text(json.dumps(cfg))
-
-
-def shard_in_two(folder):
-  """The HF folder's model.safetensors split in two shards with an index, as large released
-  checkpoints are; `folder` returned."""
-  tensors = load_file(folder / "model.safetensors")
-  os.remove(folder / "model.safetensors")
-  names = sorted(tensors)
-  shards = {"model-00001-of-00002.safetensors": names[::2],
-            "model-00002-of-00002.safetensors": names[1::2]}
-  for file, keys in shards.items():
-    save_file({k: tensors[k] for k in keys}, folder / file, metadata={"format": "pt"})
-  index = {"weight_map": {k: f for f, keys in shards.items() for k in keys}}
-  (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-  return folder
 
 
 def test_sharded_checkpoint_and_legacy_rope_fields_load(tmp_path):
@@ -153,21 +136,10 @@ def test_bad_hf_directories_name_the_problem(tmp_path):
     load_olmo2(str(tmp_path))
 
 
-def run_cli(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout)
-
-
-def test_export_cli_writes_a_loadable_vanilla_run(corpus_glob, tmp_path):
-  run = tmp_path / "run"
-  trained = run_cli("phd_jax.train", "--config=configs/vanilla.py", f"--workdir={run}",
-                    "--config.data.source=text_files", f"--config.data.text_files={corpus_glob}",
-                    "--config.train.steps=1", "--config.train.batch_size=2",
-                    "--config.train.seq_len=16", "--config.train.val_batches=1",
-                    "--config.train.sample_tokens=0", "--config.model.num_layers=1")
-  assert trained.returncode == 0, trained.stderr[-2000:]
-  exported = run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={tmp_path / 'hf'}")
-  assert exported.returncode == 0, exported.stderr[-2000:]
+@pytest.mark.integration
+def test_export_cli_writes_a_loadable_vanilla_run(corpus_glob, trained_runs, tmp_path):
+  run = trained_runs(tiny_config(corpus_glob, **VANILLA_RUN))
+  commands.phd("phd-hf", "export", f"--workdir={run}", f"--out={tmp_path / 'hf'}")
   model, _, _ = load_run(str(run))
   x = jnp.asarray(GOLDEN["tokens"], jnp.int32)
   np.testing.assert_allclose(load_olmo2(str(tmp_path / "hf"))(x), model(x), atol=1e-5)

@@ -4,8 +4,6 @@ from weights in a bucket (train.init_from); a bucket out of reach fails `phd-hf`
 before any model is built, creating nothing local."""
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +19,10 @@ from phd_jax.model.transformer import Transformer
 from phd_jax.run.load import load_run
 from phd_jax.train import init_from
 from phd_jax.train.state import create_state
-from tests.helpers import ROOT
-from tests.interop.test_olmo2 import GOLDEN, shard_in_two
+from tests import commands
+from tests.helpers import ROOT, golden, shard_in_two
 
-TOKENS = jnp.asarray(GOLDEN["tokens"], jnp.int32)
+TOKENS = jnp.asarray(golden()["tokens"], jnp.int32)
 
 
 def params(model) -> list[np.ndarray]:
@@ -97,24 +95,24 @@ def test_import_from_a_bucket_equals_a_local_import(bucket, tmp_path, monkeypatc
   assert no_local_url_folders(tmp_path)
 
 
-def phd_hf(*args, cwd):
-  return subprocess.run([sys.executable, "-m", "phd_jax.hf", *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=300)
+def phd_hf(*args, cwd, expect=0):
+  return commands.phd("phd-hf", *args, cwd=cwd, expect=expect)
 
 
+@pytest.mark.integration
 def test_export_cli_writes_to_a_bucket(gs_url, tmp_path):
   model, run = vanilla_model(), str(tmp_path / "run")  # imported weights export as a run does
   save_olmo2(model, str(tmp_path / "source"))
   import_weights(str(tmp_path / "source"), run, model_tiny.get_config("vanilla"))
   out = f"{gs_url}/{tmp_path.name}/hf"
   p = phd_hf("export", f"--workdir={run}", f"--out={out}", cwd=tmp_path)
-  assert p.returncode == 0, p.stderr[-2000:]
   assert f"to {out} as OLMo2" in p.stdout
   for x, y in zip(params(load_olmo2(out)), params(model)):
     np.testing.assert_array_equal(x, y)
   assert sorted(os.listdir(tmp_path)) == ["run", "source"]  # no `gs:` folder beside them
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_hf_cli_fails_fast_on_a_missing_bucket(scheme, request, tmp_path):
   request.getfixturevalue(f"{scheme}_url")  # the emulator, reachable, without that bucket
@@ -126,7 +124,7 @@ def test_hf_cli_fails_fast_on_a_missing_bucket(scheme, request, tmp_path):
        f"the bucket {scheme}://no-such-bucket does not exist"),  # a write: probed
       (["import", f"--hf_dir={url}", f"--config={config}", f"--out={run}"], "--hf_dir",
        f"nothing at {url} (a missing bucket")]:  # a read: listed
-    p = phd_hf(*args, cwd=tmp_path)
+    p = phd_hf(*args, cwd=tmp_path, expect=None)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert len(errors) == 1 and errors[0].startswith(f"error: {flag}={url}"), p.stderr[-2000:]

@@ -84,19 +84,20 @@ def greedy_pair(out, model, tok, prompt, new=24):
   return theirs, ours
 
 
+@pytest.mark.integration
 def test_an_exported_run_generates_in_transformers_with_its_own_tokenizer(corpus_glob, tmp_path):
   """phd-hf export of a trained byte-level run: AutoTokenizer + AutoModelForCausalLM load the
   directory alone and greedy decoding gives our tokens."""
   from phd_jax.data.tokenizers import for_run
   from phd_jax.run.load import load_run
   from phd_jax.train.loop import train_and_evaluate
+  from tests import commands
   from tests.helpers import tiny_config
-  from tests.interop.test_olmo2 import run_cli
   cfg = tiny_config(corpus_glob, steps=30)
   cfg.model.phd.update(variant="vanilla", num_copies=1, window=0, chunk=0)
   run, out = str(tmp_path / "run"), tmp_path / "hf"
   train_and_evaluate(cfg, run)
-  assert run_cli("phd_jax.hf", "export", f"--workdir={run}", f"--out={out}").returncode == 0
+  commands.phd("phd-hf", "export", f"--workdir={run}", f"--out={out}")
   model, saved, _ = load_run(run)
   theirs, ours = greedy_pair(out, model, for_run(run, saved), "def value(self")
   assert theirs[:len(ours)] == ours and len(ours) > 0

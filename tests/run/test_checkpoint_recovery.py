@@ -4,7 +4,6 @@ commands), the run resumes from the step before and recomputes the same losses; 
 a storage error ends the command with one `error:` line and the next start cleans up after it."""
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -13,30 +12,27 @@ from phd_jax.run.checkpoint import Checkpointer, saved_run_config
 from phd_jax.run.load import load_run
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.setup import start_run
-from tests.helpers import ROOT, losses, tiny_config
+from tests import commands
+from tests.helpers import RESUMABLE_RUN, losses, tiny_config, tiny_flags
+from tests.shared import copy_run
 
-BIN = os.path.dirname(sys.executable)
-TRAIN = dict(steps=8, checkpoint_every=2, keep_checkpoints=3)
+pytestmark = pytest.mark.integration
+
+def _config(corpus_glob):
+  return tiny_config(corpus_glob, **RESUMABLE_RUN)
 
 
-def _config(corpus_glob, **train):
-  return tiny_config(corpus_glob, **{**TRAIN, **train})
-
-
-@pytest.fixture(scope="module")
-def trained(corpus_glob, tmp_path_factory):
+@pytest.fixture
+def trained(corpus_glob, trained_runs):
   """A run trained straight to step 8: checkpoints 4, 6, 8 and the losses of every step."""
-  workdir = tmp_path_factory.mktemp("trained")
-  train_and_evaluate(_config(corpus_glob), str(workdir))
+  workdir = trained_runs(_config(corpus_glob))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "6", "8"]
   return workdir
 
 
 @pytest.fixture
 def run_copy(trained, tmp_path):
-  workdir = tmp_path / "run"
-  shutil.copytree(trained, workdir)
-  return workdir
+  return copy_run(trained, tmp_path / "run")
 
 
 def _cut_short(workdir, step):
@@ -131,10 +127,8 @@ def test_no_step_restores_one_error_and_nothing_moved(corpus_glob, run_copy):
                      r"OUT_OF_RANGE.*; step 6: .*; step 4: .*Nothing was moved or deleted"):
     train_and_evaluate(_config(corpus_glob), str(run_copy))
   assert _listing(run_copy) == before
-  cli = subprocess.run([os.path.join(BIN, "phd-generate"), f"--workdir={run_copy}",
-                        "--max_new_tokens=2"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
-  assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr[-3000:]
+  cli = commands.phd("phd-generate", f"--workdir={run_copy}", "--max_new_tokens=2", expect=1)
+  assert "Traceback" not in cli.stderr, cli.stderr[-3000:]
   last = cli.stderr.strip().splitlines()[-1]
   assert last.startswith(f"error: no checkpoint in {run_copy / 'checkpoints'} restores: step 8")
   assert _listing(run_copy) == before
@@ -150,10 +144,9 @@ def test_read_only_commands_use_the_newest_step_that_loads_and_move_nothing(run_
                             "restore (ValueError: OUT_OF_RANGE")
   assert said[0].endswith("using step 6 instead (left in place: the next phd-train run moves it "
                           "aside)")
-  cli = subprocess.run([os.path.join(BIN, "phd-generate"), f"--workdir={run_copy}",
-                        "--max_new_tokens=2", "--temperature=0"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
-  assert cli.returncode == 0 and "Traceback" not in cli.stderr, cli.stderr[-3000:]
+  cli = commands.phd("phd-generate", f"--workdir={run_copy}", "--max_new_tokens=2",
+                     "--temperature=0")
+  assert "Traceback" not in cli.stderr, cli.stderr[-3000:]
   assert f"# {run_copy}, checkpoint step 6" in cli.stdout
   (line,) = cli.stderr.splitlines()  # the same warning, alone on stderr (its reason names
   assert line.split(" (")[0] == said[0].split(" (")[0]  # the first read that failed: any one)
@@ -163,13 +156,8 @@ def test_read_only_commands_use_the_newest_step_that_loads_and_move_nothing(run_
 
 
 def _train_cli(workdir, corpus_glob, steps):
-  flags = dict(steps=steps, batch_size=4, seq_len=32, val_every=100, val_batches=2,
-               checkpoint_every=2, keep_checkpoints=3, log_every=1, warmup_steps=2,
-               learning_rate=0.01, sample_tokens=0)
-  return [os.path.join(BIN, "phd-train"), "--config=configs/model_tiny.py",
-          f"--workdir={workdir}", "--config.data.source=text_files",
-          f"--config.data.text_files={corpus_glob}"] + [
-              f"--config.train.{k}={v}" for k, v in flags.items()]
+  return [commands.installed("phd-train"), f"--workdir={workdir}",
+          *tiny_flags(corpus_glob, **{**RESUMABLE_RUN, "steps": steps})]
 
 
 # Runs a command with files limited to 64 KiB (a write past it fails with EFBIG, as on a full
@@ -183,9 +171,8 @@ SMALL_FILE_SIZE_LIMIT = [sys.executable, "-c", "import os, resource, signal, sys
 def test_a_save_failing_for_storage_ends_with_one_error_line_and_the_next_start_cleans_up(
     corpus_glob, run_copy):
   directory = run_copy / "checkpoints"
-  failed = subprocess.run(SMALL_FILE_SIZE_LIMIT + _train_cli(run_copy, corpus_glob, 10),
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+  failed = commands.run(SMALL_FILE_SIZE_LIMIT + _train_cli(run_copy, corpus_glob, 10), expect=1)
+  assert "Traceback" not in failed.stderr, failed.stderr[-3000:]
   errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
   assert errors == [failed.stderr.strip().splitlines()[-1]]
   assert errors[0].startswith(f"error: could not save the checkpoint of step 10 in {directory}: "
@@ -194,9 +181,7 @@ def test_a_save_failing_for_storage_ends_with_one_error_line_and_the_next_start_
   assert sorted(os.listdir(directory)) == ["10.orbax-checkpoint-tmp", "4", "6", "8"]
   assert load_run(str(run_copy), log=pytest.fail)[2] == 8  # the earlier steps are intact
 
-  rerun = subprocess.run(_train_cli(run_copy, corpus_glob, 10), cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  rerun = commands.run(_train_cli(run_copy, corpus_glob, 10))
   assert (f"note: removed the unfinished checkpoint save(s) 10.orbax-checkpoint-tmp from "
           f"{directory}") in rerun.stderr
   assert "resumed from step 8" in rerun.stdout and "done: steps=10" in rerun.stdout

@@ -22,24 +22,20 @@ from phd_jax.spec import PHDSpec
 from phd_jax.train.grad_accum import loss_and_grads
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.state import create_state
-from tests.helpers import tiny_config  # the same tiny training config (PYTHONPATH: the repo)
-
-PROMPTS = [[1, 2, 3, 4], [5, 6], [7, 8, 9], [10]]
-
-
-class Preempted(Exception):
-  pass
-
-
-def losses(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+from tests.helpers import (  # the test's own helpers (PYTHONPATH: the repository)
+  PROMPTS,
+  WIDE_RUN,
+  Preempted,
+  losses,
+  preempt_after,
+  tiny_config,
+)
 
 
 def main(corpus_glob: str, out: str) -> None:
   results = {"devices": jax.device_count()}
   for shape in ((8, 1, 1), (2, 2, 2), (1, 4, 2)):
-    cfg = tiny_config(corpus_glob, steps=4, batch_size=8)
+    cfg = tiny_config(corpus_glob, **WIDE_RUN)
     cfg.mesh.update(data=shape[0], fsdp=shape[1], tensor=shape[2])
     name = "x".join(map(str, shape))
     train_and_evaluate(cfg, os.path.join(out, name))
@@ -49,14 +45,10 @@ def main(corpus_glob: str, out: str) -> None:
     emb = state[0]["embed"]["embedding"]
     results[f"{name}_specs"] = [str(q.sharding.spec), str(emb.sharding.spec)]
   # Preempted on data=8 after the step-3 checkpoint, resumed on fsdp=4 x tensor=2.
-  cfg = tiny_config(corpus_glob, steps=4, batch_size=8, checkpoint_every=3)
+  cfg = tiny_config(corpus_glob, **WIDE_RUN, checkpoint_every=3)
   cfg.mesh.update(data=8, fsdp=1, tensor=1)
-
-  def preempt(step):
-    if step == 4:
-      raise Preempted
   try:
-    train_and_evaluate(cfg, os.path.join(out, "moved"), on_step=preempt)
+    train_and_evaluate(cfg, os.path.join(out, "moved"), on_step=preempt_after(4))
   except Preempted:
     pass
   cfg.mesh.update(data=1, fsdp=4, tensor=2)

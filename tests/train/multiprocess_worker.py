@@ -16,7 +16,7 @@ from phd_jax.model import sharding
 def main(corpus_glob: str, workdir: str, port: str, process_id: str, mode: str = "") -> None:
   sharding.initialize_distributed(f"127.0.0.1:{port}", 2, int(process_id))
   from phd_jax.train.loop import train_and_evaluate  # after initialize: the device list is global
-  from tests.helpers import tiny_config
+  from tests.helpers import WIDE_RUN, losses, tiny_config
   if mode == "preempt":  # SIGTERM to process 1 only: both must stop and save at one step
     cfg = tiny_config(corpus_glob, steps=300, batch_size=8, checkpoint_every=1000)
     notice = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 3 else None
@@ -26,15 +26,12 @@ def main(corpus_glob: str, workdir: str, port: str, process_id: str, mode: str =
                                    "latest": Checkpointer(workdir, 2).latest_step()}), flush=True)
     jax.distributed.shutdown()
     return
-  cfg = tiny_config(corpus_glob, steps=4, batch_size=8)  # mesh data=-1: all 8 devices
+  cfg = tiny_config(corpus_glob, **WIDE_RUN)  # mesh data=-1: all 8 devices
   first = train_and_evaluate(cfg, workdir)
   again = train_and_evaluate(cfg, workdir)  # restores the step-4 checkpoint, nothing to train
   if jax.process_index() == 0:
-    from phd_jax import files
-    rows = files.read_text(files.join(workdir, "metrics.jsonl")).splitlines()
-    losses = {r["step"]: r["loss"] for r in map(json.loads, rows) if "loss" in r}
     print("RESULTS " + json.dumps({"devices": jax.device_count(), "processes": jax.process_count(),
-                                   "losses": losses, "val": first["val_bits_per_byte"],
+                                   "losses": losses(workdir), "val": first["val_bits_per_byte"],
                                    "val_restored": again["val_bits_per_byte"]}), flush=True)
   jax.distributed.shutdown()
 

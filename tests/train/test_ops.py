@@ -3,8 +3,6 @@ workdirs."""
 import glob
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -23,21 +21,17 @@ from phd_jax.train.grad_accum import loss_and_grads
 from phd_jax.train.guard import DivergenceError
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.state import create_state
-from tests.helpers import ROOT, losses, tiny_config
+from tests import commands
+from tests.helpers import LONG_RUN, RESUMABLE_RUN, losses, tiny_config, tiny_flags
 
 
-def test_sigterm_saves_exits_0_and_rerun_matches_uninterrupted(corpus_glob, tmp_path):
-  steps = 20
-  cmd = [sys.executable, "-m", "phd_jax.train", "--config=configs/model_tiny.py",
-         f"--workdir={tmp_path / 'preempted'}", "--config.data.source=text_files",
-         f"--config.data.text_files={corpus_glob}", f"--config.train.steps={steps}",
-         "--config.train.batch_size=4", "--config.train.seq_len=32",
-         "--config.train.val_every=1000", "--config.train.val_batches=2",
-         "--config.train.checkpoint_every=1000", "--config.train.log_every=1",
-         "--config.train.warmup_steps=2", "--config.train.learning_rate=0.01",
-         "--config.train.sample_tokens=0"]
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+@pytest.mark.integration
+def test_sigterm_saves_exits_0_and_rerun_matches_uninterrupted(corpus_glob, trained_runs,
+                                                               tmp_path):
+  steps = LONG_RUN["steps"]
+  cmd = [commands.installed("phd-train"), f"--workdir={tmp_path / 'preempted'}",
+         *tiny_flags(corpus_glob, **LONG_RUN)]
+  proc = commands.start(cmd)
   try:
     deadline = time.time() + 300
     for line in proc.stdout:  # wait until a few steps are done, then preempt
@@ -54,18 +48,18 @@ def test_sigterm_saves_exits_0_and_rerun_matches_uninterrupted(corpus_glob, tmp_
   stopped = int(saved[0].split("at step ")[1].split()[0])
   assert 3 <= stopped < steps
   assert Checkpointer(str(tmp_path / "preempted"), 2).latest_step() == stopped  # data iter too
-  rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  rerun = commands.run(cmd)
   assert f"resumed from step {stopped}" in rerun.stdout
-  cfg = tiny_config(corpus_glob, steps=steps, val_every=1000, checkpoint_every=1000)
-  train_and_evaluate(cfg, str(tmp_path / "straight"))
-  a, b = losses(tmp_path / "straight"), losses(tmp_path / "preempted")
+  assert "val_bits_per_byte=" in rerun.stdout.strip().splitlines()[-1]
+  a = losses(trained_runs(tiny_config(corpus_glob, **LONG_RUN)))  # the same run, uninterrupted
+  b = losses(tmp_path / "preempted")
   assert sorted(b) == list(range(1, steps + 1))
   np.testing.assert_allclose([b[s] for s in sorted(a)], [a[s] for s in sorted(a)], rtol=1e-6)
 
 
+@pytest.mark.integration
 def test_sigint_in_process_stops_after_the_step_with_a_checkpoint(corpus_glob, tmp_path):
-  cfg = tiny_config(corpus_glob, steps=8)
+  cfg = tiny_config(corpus_glob, **RESUMABLE_RUN)  # 8 steps
   before = signal.getsignal(signal.SIGINT)
   interrupt = lambda step: os.kill(os.getpid(), signal.SIGINT) if step == 3 else None
   summary = train_and_evaluate(cfg, str(tmp_path), on_step=interrupt)
@@ -74,6 +68,7 @@ def test_sigint_in_process_stops_after_the_step_with_a_checkpoint(corpus_glob, t
   assert Checkpointer(str(tmp_path), 2).latest_step() == 4
 
 
+@pytest.mark.integration
 def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(corpus_glob,
                                                                             tmp_path):
   cfg = tiny_config(corpus_glob, steps=8, learning_rate=1e30, checkpoint_every=2)
@@ -85,6 +80,7 @@ def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cor
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(nnx.state(model)))
 
 
+@pytest.mark.integration
 def test_tensorboard_profile_and_mfu_fields(corpus_glob, tmp_path):
   cfg = tiny_config(corpus_glob, steps=4, val_every=2, profile_steps=(2, 4),
                     grad_accum_steps=2)  # the jitted step with microbatches, end to end
@@ -155,6 +151,7 @@ def test_bad_ops_config(field, value, match):
     validate_config(cfg, tokenizers.ByteTokenizer.vocab_size)
 
 
+@pytest.mark.integration
 def test_bad_workdirs_are_refused_clearly(corpus_glob, tmp_path):
   cfg = tiny_config(corpus_glob, steps=1)
   a_file = tmp_path / "a_file"
@@ -171,8 +168,7 @@ def test_bad_workdirs_are_refused_clearly(corpus_glob, tmp_path):
     locked.mkdir(mode=0o555)
     with pytest.raises(ValueError, match="is not writable"):
       train_and_evaluate(cfg, str(locked))
-  cli = subprocess.run([sys.executable, "-m", "phd_jax.train", "--config=configs/model_tiny.py",
-                        f"--workdir={a_file}"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+  cli = commands.phd("phd-train", "--config=configs/model_tiny.py", f"--workdir={a_file}",
+                     expect=None)
   assert cli.returncode != 0 and "Traceback" not in cli.stderr
   assert f"error: --workdir {a_file} is a file" in cli.stderr

@@ -8,11 +8,12 @@ import json
 import os
 import re
 import shlex
-import subprocess
 
 import numpy as np
+import pytest
 
 from phd_jax import files
+from tests import commands
 from tests.helpers import ROOT
 
 DOC = os.path.join(ROOT, "docs", "scaling.md")
@@ -32,10 +33,11 @@ def _blocks() -> tuple[str, str]:
   return recipe, pod
 
 
+@pytest.mark.integration
 def test_the_pod_recipe_runs_as_written(gs_url, bpe_path, tmp_path):
   recipe, pod = _blocks()
-  commands = _commands(recipe)
-  assert [c[0] for c in commands] == [".venv/bin/phd-prepare", ".venv/bin/phd-train",
+  recipe_commands = _commands(recipe)
+  assert [c[0] for c in recipe_commands] == [".venv/bin/phd-prepare", ".venv/bin/phd-train",
                                       ".venv/bin/phd-train", ".venv/bin/phd-generate"]
   gcs = files.filesystem(gs_url)  # the bucket the recipe assumes, with a corpus and tokenizer
   if not gcs.exists("my-bucket"):
@@ -47,14 +49,10 @@ def test_the_pod_recipe_runs_as_written(gs_url, bpe_path, tmp_path):
     files.write_text(f"gs://my-bucket/corpus/part{i}.jsonl",
                      "\n".join(json.dumps(d) for d in docs))
   files.copy_file(bpe_path, "gs://my-bucket/tokenizer.json")
-  env = {**os.environ, "PATH": os.path.join(ROOT, ".venv", "bin") + os.pathsep
-         + os.environ["PATH"]}
+  path = {"PATH": commands.BIN + os.pathsep + os.environ["PATH"]}
   outs = []
-  for cmd in commands:
-    cmd = [os.path.join(ROOT, cmd[0]) if cmd[0].startswith(".venv/") else cmd[0], *cmd[1:]]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert p.returncode == 0, (cmd, p.stderr[:3000], p.stderr[-1500:])
-    outs.append(p.stdout)
+  for cmd in recipe_commands:  # .venv/bin/phd-NAME: this venv's
+    outs.append(commands.phd(os.path.basename(cmd[0]), *cmd[1:], env=path, timeout=600).stdout)
   assert "done: steps=4" in outs[1] and "resumed from step 4" in outs[2]
   assert "checkpoint step 4" in outs[3]
   assert files.isfile("gs://my-bucket/tokens/metadata.json")
@@ -63,7 +61,7 @@ def test_the_pod_recipe_runs_as_written(gs_url, bpe_path, tmp_path):
   assert not any(n.startswith("gs:") for n in os.listdir(ROOT))  # nothing local for a URL
 
   (run,) = _commands(pod)
-  smoke = commands[1]
+  smoke = recipe_commands[1]
   flag = lambda args, name: [a for a in args if a.startswith(f"--{name}")]
   assert run[0] == smoke[0] and "--distributed" in run
   assert flag(run, "config.data") == flag(smoke, "config.data")

@@ -1,8 +1,6 @@
 """One config on 1 and 8 (simulated CPU) devices: same losses, rule-given shardings, resharding."""
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import jax
@@ -13,10 +11,10 @@ from flax import nnx
 from phd_jax.config.mesh import batch_shards, mesh_shape
 from phd_jax.inference.decode import generate
 from phd_jax.run.load import load_run
-from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.state import create_state
-from tests.helpers import ROOT, losses, tiny_config
-from tests.train.multidevice_worker import PROMPTS
+from tests import commands
+from tests.helpers import PROMPTS, WIDE_RUN, losses, tiny_config
+from tests.storage import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,16 +34,13 @@ def test_mesh_shape_and_errors():
   assert batch_shards(cfg, 8) == 4  # batch -> (data, fsdp)
 
 
-def test_eight_devices_match_one(corpus_glob, tmp_path):
-  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
-  single = losses(tmp_path / "single")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
-                 [ROOT, os.environ.get("PYTHONPATH", "")]))
-  run = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_worker.py"), corpus_glob,
-                        str(tmp_path / "multi")], capture_output=True, text=True, timeout=900,
-                       env=env, cwd=ROOT)
-  assert run.returncode == 0, run.stderr[-3000:]
+@pytest.mark.integration
+def test_eight_devices_match_one(corpus_glob, trained_runs, tmp_path):
+  single_run = trained_runs(tiny_config(corpus_glob, **WIDE_RUN))  # 4 steps, batch 8, 1 device
+  single = losses(single_run)
+  run = commands.script(os.path.join(HERE, "multidevice_worker.py"), corpus_glob,
+                        tmp_path / "multi", timeout=900,
+                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   line = next(l for l in run.stdout.splitlines() if l.startswith("RESULTS "))
   res = json.loads(line[len("RESULTS "):])
   assert res["devices"] == 8
@@ -68,22 +63,13 @@ def test_eight_devices_match_one(corpus_glob, tmp_path):
   assert res["2x2x2_specs"] == ["P('fsdp', 'tensor')", "P('tensor', 'fsdp')"]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _two_processes(corpus_glob: str, workdir: str, *extra: str) -> list[dict]:
   """Runs multiprocess_worker.py as processes 0 and 1; returns each one's RESULTS (or None)."""
-  port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
-                 [ROOT, os.environ.get("PYTHONPATH", "")]))
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_worker.py"),
-                             corpus_glob, workdir, str(port), str(i), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=ROOT) for i in range(2)]
+  port = free_port()
+  procs = [commands.start([sys.executable, os.path.join(HERE, "multiprocess_worker.py"),
+                           corpus_glob, workdir, port, i, *extra],
+                          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+           for i in range(2)]
   try:
     outs = [p.communicate(timeout=600) for p in procs]
   finally:  # never leave a process behind, whatever happened
@@ -96,11 +82,12 @@ def _two_processes(corpus_glob: str, workdir: str, *extra: str) -> list[dict]:
   return [json.loads(l[0][len("RESULTS "):]) if l else None for l in lines]
 
 
-def test_two_processes_match_one(corpus_glob, tmp_path, gs_url):
+@pytest.mark.integration
+def test_two_processes_match_one(corpus_glob, trained_runs, tmp_path, gs_url):
   """jax.distributed on 127.0.0.1, 2 processes x 4 CPU devices, gloo collectives, both hosts
   checkpointing into one bucket (the GCS emulator), as on a pod; then restored onto one device."""
-  train_and_evaluate(tiny_config(corpus_glob, steps=4, batch_size=8), str(tmp_path / "single"))
-  single = losses(tmp_path / "single")
+  single_run = trained_runs(tiny_config(corpus_glob, **WIDE_RUN))  # 4 steps, batch 8, 1 device
+  single = losses(single_run)
   multi = f"{gs_url}/{tmp_path.name}/multi"
   res = _two_processes(corpus_glob, multi)[0]
   assert (res["devices"], res["processes"]) == (8, 2)
@@ -108,13 +95,14 @@ def test_two_processes_match_one(corpus_glob, tmp_path, gs_url):
                              [single[s] for s in range(1, 5)], rtol=2e-5)
   assert res["val_restored"] == pytest.approx(res["val"], rel=1e-6)
   from_2, _, step = load_run(multi)  # 8 devices of 2 hosts -> this process's one device
-  from_1, _, _ = load_run(str(tmp_path / "single"))
+  from_1, _, _ = load_run(str(single_run))
   assert step == 4
   for a, b in zip(jax.tree.leaves(nnx.state(from_2)), jax.tree.leaves(nnx.state(from_1))):
     assert len(a.sharding.device_set) == 1
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.integration
 def test_sigterm_on_one_host_stops_both_at_one_step(corpus_glob, tmp_path):
   """JAX's preemption sync manager: process 1 gets SIGTERM; both save the same step, exit 0."""
   first, second = _two_processes(corpus_glob, str(tmp_path / "multi"), "preempt")

@@ -4,8 +4,6 @@ tokenizer and token files all lie in a bucket (the GCS emulator, tests/storage.p
 checks that read the eval task index and metrics.jsonl fail before the state is built.
 """
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,8 @@ import pytest
 from phd_jax import files as fs
 from phd_jax.data import tokenizers
 from phd_jax.train import setup
-from tests.helpers import ROOT, tiny_config
+from tests import commands
+from tests.helpers import tiny_config
 
 # phd-train, with check_access and every tokenizer file's load counted (the real calls, passed
 # through); the counts are written to argv[1] however the command ends.
@@ -57,15 +56,13 @@ def test_one_training_start_loads_its_tokenizer_once_and_probes_each_path_once(
     np.save(local, (np.arange(400) * (i + 1) % vocab).astype(np.uint16))
     fs.copy_file(str(local), f"{root}/tokens/part{i}.npy")
   counts = tmp_path / "counts.json"
-  done = subprocess.run(
-      [sys.executable, "-c", COUNTED_TRAIN, str(counts), "--config=configs/model_tiny.py",
+  commands.python(
+      COUNTED_TRAIN, str(counts), "--config=configs/model_tiny.py",
        f"--workdir={workdir}", "--config.model.vocab_size=auto",
        "--config.data.source=tokens", f"--config.data.tokenizer={tokenizer}",
        f"--config.data.token_files={token_files}", "--config.train.steps=1",
        "--config.train.batch_size=2", "--config.train.seq_len=16",
-       "--config.train.val_batches=1", "--config.train.sample_tokens=0"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+       "--config.train.val_batches=1", "--config.train.sample_tokens=0", timeout=600)
   found = json.loads(counts.read_text())
   assert found["loads"] == [tokenizer]  # validation, vocab_size=auto, data and the copy share it
   assert found["probes"] == {f"{workdir} write=True": 1, f"{tokenizer} write=False": 1,

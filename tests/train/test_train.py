@@ -1,7 +1,5 @@
 """Training: the loss goes down, resume is exact, mismatched checkpoints and bad configs refused."""
 import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -14,46 +12,50 @@ from phd_jax.data.tokenizers import ByteTokenizer
 from phd_jax.run.checkpoint import Checkpointer, CheckpointMismatchError
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.state import create_state
-from tests.helpers import ROOT, losses, tiny_config
+from tests import commands
+from tests.helpers import (
+  LONG_RUN,
+  RESUMABLE_RUN,
+  Preempted,
+  losses,
+  preempt_after,
+  tiny_config,
+  tiny_flags,
+)
+from tests.shared import copy_run
 
 
-def test_a_few_steps_lower_the_loss(corpus_glob, tmp_path):
-  summary = train_and_evaluate(tiny_config(corpus_glob, steps=12), str(tmp_path))
-  got = losses(tmp_path)
-  assert sorted(got) == list(range(1, 13))
-  assert np.mean([got[11], got[12]]) < np.mean([got[1], got[2]]) - 0.5
-  assert 0 < summary["val_bits_per_byte"] < 8
+@pytest.mark.integration
+def test_a_few_steps_lower_the_loss(corpus_glob, trained_runs):
+  cfg = tiny_config(corpus_glob, **LONG_RUN)  # 20 steps
+  got = losses(trained_runs(cfg))
+  assert sorted(got) == list(range(1, 21))
+  assert np.mean([got[19], got[20]]) < np.mean([got[1], got[2]]) - 0.5
+  assert 0 < trained_runs.summary(cfg)["val_bits_per_byte"] < 8
 
 
-class Preempted(Exception):
-  pass
-
-
-def test_resume_gives_the_same_losses(corpus_glob, tmp_path):
-  cfg = tiny_config(corpus_glob, steps=6, checkpoint_every=3)
-  train_and_evaluate(cfg, str(tmp_path / "straight"))
-
-  def preempt(step):
-    if step == 5:
-      raise Preempted
+@pytest.mark.integration
+def test_resume_gives_the_same_losses(corpus_glob, trained_runs, tmp_path):
+  cfg = tiny_config(corpus_glob, **RESUMABLE_RUN)  # 8 steps, a checkpoint every 2
   with pytest.raises(Preempted):
-    train_and_evaluate(cfg, str(tmp_path / "resumed"), on_step=preempt)
-  assert sorted(losses(tmp_path / "resumed")) == [1, 2, 3, 4, 5]
-  train_and_evaluate(cfg, str(tmp_path / "resumed"))  # picks up at the step-3 checkpoint
-  a, b = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
-  assert sorted(b) == [1, 2, 3, 4, 5, 6]
-  np.testing.assert_allclose([b[s] for s in (4, 5, 6)], [a[s] for s in (4, 5, 6)], rtol=1e-6)
+    train_and_evaluate(cfg, str(tmp_path), on_step=preempt_after(7))
+  assert sorted(losses(tmp_path)) == [1, 2, 3, 4, 5, 6, 7]
+  train_and_evaluate(cfg, str(tmp_path))  # picks up at the step-6 checkpoint
+  a, b = losses(trained_runs(cfg)), losses(tmp_path)
+  assert sorted(b) == list(range(1, 9))
+  np.testing.assert_allclose([b[s] for s in (7, 8)], [a[s] for s in (7, 8)], rtol=1e-6)
 
 
-def test_checkpoint_of_another_model_shape_is_refused(corpus_glob, tmp_path):
-  cfg = tiny_config(corpus_glob, steps=2)
-  train_and_evaluate(cfg, str(tmp_path))
-  before = sorted(os.listdir(tmp_path / "checkpoints"))
+@pytest.mark.integration
+def test_checkpoint_of_another_model_shape_is_refused(corpus_glob, trained_runs, tmp_path):
+  cfg = tiny_config(corpus_glob, **RESUMABLE_RUN)
+  run = copy_run(trained_runs(cfg), tmp_path / "run")
+  before = sorted(os.listdir(run / "checkpoints"))
   cfg.model.d_model = 96
-  cfg.train.steps = 4
+  cfg.train.steps = 10
   with pytest.raises(CheckpointMismatchError, match=r"model\.d_model: checkpoint 64, config 96"):
-    train_and_evaluate(cfg, str(tmp_path))
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+    train_and_evaluate(cfg, str(run))
+  assert sorted(os.listdir(run / "checkpoints")) == before
 
 
 @pytest.mark.parametrize("section, field, value", [
@@ -87,26 +89,18 @@ def test_data_split_and_iterator_state(corpus_glob):
   np.testing.assert_array_equal(expected["targets"][:, :-1], expected["inputs"][:, 1:])
 
 
-def test_command_line(corpus_glob, tmp_path):
-  base = [sys.executable, "-m", "phd_jax.train", "--config=configs/model_tiny.py",
-          f"--workdir={tmp_path}", "--config.data.source=text_files",
-          f"--config.data.text_files={corpus_glob}", "--config.train.steps=2",
-          "--config.train.batch_size=2", "--config.train.seq_len=16",
-          "--config.train.val_batches=1", "--config.train.sample_tokens=5"]
-  ok = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert ok.returncode == 0, ok.stderr[-2000:]
-  assert "val_bits_per_byte=" in ok.stdout.strip().splitlines()[-1]
-  gen = [sys.executable, "-m", "phd_jax.generate", "--max_new_tokens=4", "--prompt=def",
-         "--prompt=import os"]
-  sampled = subprocess.run(gen + [f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=300)
-  assert sampled.returncode == 0, sampled.stderr[-2000:]
-  assert "checkpoint step 2" in sampled.stdout and "prompt 'import os'" in sampled.stdout
-  missing = subprocess.run(gen + [f"--workdir={tmp_path / 'nowhere'}"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+@pytest.mark.integration
+def test_command_line(corpus_glob, trained_runs, tmp_path):
+  """phd-generate on a finished run and on a missing one; phd-train refusing a bad variant.
+  (phd-train itself runs to the end in test_ops.py, tests/configs and tests/cli.)"""
+  run = trained_runs(tiny_config(corpus_glob, **LONG_RUN))
+  gen = ["--max_new_tokens=4", "--prompt=def", "--prompt=import os"]
+  sampled = commands.phd("phd-generate", *gen, f"--workdir={run}")
+  assert "checkpoint step 20" in sampled.stdout and "prompt 'import os'" in sampled.stdout
+  missing = commands.phd("phd-generate", *gen, f"--workdir={tmp_path / 'nowhere'}", expect=None)
   assert missing.returncode != 0 and "no checkpoints" in missing.stderr
-  bad = subprocess.run(base + ["--config.model.phd.variant=phd_xl"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+  bad = commands.phd("phd-train", f"--workdir={tmp_path}", *tiny_flags(corpus_glob, steps=2),
+                     "--config.model.phd.variant=phd_xl", expect=None)
   assert bad.returncode != 0
   assert "config.model.phd" in bad.stderr and "phd_xl" in bad.stderr
 
