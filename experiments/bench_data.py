@@ -32,10 +32,10 @@ from absl import flags
 from configs import base, model_1_2b
 from experiments import cli
 from phd_jax import files as fs
+from phd_jax.checkpoints.checkpoint import param_shapes
 from phd_jax.cli import common
 from phd_jax.data import tokenizers, windows
 from phd_jax.data import tokens as token_data
-from phd_jax.run.checkpoint import param_shapes
 
 _TOKEN_DIR = flags.DEFINE_string("token_dir", "", "A phd-prepare output (default: synthetic).")
 _VARIANT = flags.DEFINE_string("variant", "phd_cswa", "The 1.2b config's variant.")
@@ -159,4 +159,4 @@ def _tokenizer_of(token_dir: str):
 
 
 if __name__ == "__main__":
-  common.run(main, errors=(ValueError, OSError))  # OSError: a --token_dir without its files
+  common.launch(main, errors=(ValueError, OSError))  # OSError: a --token_dir without its files

@@ -59,4 +59,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.launch(main)

@@ -13,23 +13,23 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import sweep
-from experiments.runner import Run, config, step_flops
+from experiments.runner import Arm, config, step_flops
 from phd_jax.cli import common
 
 flags.adopt_module_key_flags(sweep)  # --help lists the sweep's flags
 
-CSWA_K2 = Run("phd_cswa K=2", "phd_cswa", 2, 16, 32)
+CSWA_K2 = Arm("phd_cswa K=2", "phd_cswa", 2, 16, 32)
 
 
-def runs(scale: str) -> list[Run]:
-  matched = step_flops(config(CSWA_K2, scale, 0)) / step_flops(config(Run("", "vanilla"), scale, 0))
+def runs(scale: str) -> list[Arm]:
+  matched = step_flops(config(CSWA_K2, scale, 0)) / step_flops(config(Arm("", "vanilla"), scale, 0))
   return [
-      Run("vanilla", "vanilla"),
-      Run("repeat K=2", "repeat", 2),
-      Run("phd K=2", "phd", 2),
+      Arm("vanilla", "vanilla"),
+      Arm("repeat K=2", "repeat", 2),
+      Arm("phd K=2", "phd", 2),
       CSWA_K2,
-      Run("phd_cswa K=3", "phd_cswa", 3, 16, 32),
-      Run(f"vanilla, FLOPs of cswa K=2 ({matched:.2f}x steps)", "vanilla",
+      Arm("phd_cswa K=3", "phd_cswa", 3, 16, 32),
+      Arm(f"vanilla, FLOPs of cswa K=2 ({matched:.2f}x steps)", "vanilla",
           steps_scale=round(matched, 2)),
   ]
 
@@ -39,4 +39,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.launch(main)

@@ -121,4 +121,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.launch(main)

@@ -27,11 +27,11 @@ from flax import nnx
 
 from experiments import cli, report
 from phd_jax import files as fs
+from phd_jax.checkpoints.load import load_run
 from phd_jax.cli import common
 from phd_jax.eval import eval_data
 from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
-from phd_jax.run.load import load_run
 from phd_jax.train.metrics import read_rows
 
 _RUNS = flags.DEFINE_multi_string("runs", None, "Run workdirs, comma separated (the flag may "
@@ -243,4 +243,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  common.run(main, required=["runs"])
+  common.launch(main, required=["runs"])

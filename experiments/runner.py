@@ -1,12 +1,13 @@
 """A sweep's runs: one training recipe per scale, each run trained over seeds or read back when
 done.
 
-A sweep is a list of `Run`s. Every run trains on the same data (seed s gives every variant the
-same batches and the same init seed) for the same number of original tokens, unless the run says
-otherwise (`steps_scale`, the compute-matched baseline). Runs live in OUT/runs/NAME-sSEED; a run
-with a summary.json is done and is read back, not retrained, so the three sweeps share their
-common runs when given one --out, and an interrupted sweep resumes where it stopped. What the
-runs give (CSV, tables, plots) is experiments/report.py's.
+A sweep is a list of `Arm`s, each trained over seeds (one run per seed). Every run trains on the
+same data (seed s gives every variant the same batches and the same init seed) for the same number
+of original tokens, unless its arm says otherwise (`steps_scale`, the compute-matched baseline).
+Runs live in OUT/runs/NAME-sSEED; a run with a summary.json is done and is read back, not
+retrained, so the three sweeps share their common runs when given one --out, and an interrupted
+sweep resumes where it stopped. What the runs give (CSV, tables, plots) is
+experiments/report.py's.
 """
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ SCALES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-  """One row of a sweep: a variant and its integers, optionally trained for more steps."""
+class Arm:
+  """One arm of a sweep (a row of its tables): a variant and its integers, optionally trained for
+  more steps; it trains one run per seed."""
 
   label: str
   variant: str
@@ -73,7 +75,7 @@ def set_steps(scale: str, steps: int) -> None:
            warmup_steps=min(t["warmup_steps"], steps // 2))
 
 
-def config(run: Run, scale: str, seed: int) -> ml_collections.ConfigDict:
+def config(run: Arm, scale: str, seed: int) -> ml_collections.ConfigDict:
   if scale not in SCALES:
     raise ValueError(f"scale={scale!r} is not one of {tuple(SCALES)}")
   cfg = base.get_config()
@@ -86,7 +88,7 @@ def config(run: Run, scale: str, seed: int) -> ml_collections.ConfigDict:
   return cfg
 
 
-def train_one(run: Run, scale: str, seed: int, out: str, keep_checkpoints: bool) -> dict:
+def train_one(run: Arm, scale: str, seed: int, out: str, keep_checkpoints: bool) -> dict:
   """Trains one (run, seed), or reads it back when done; returns its summary."""
   workdir = os.path.join(out, "runs", f"{run.name}-s{seed}")
   done = os.path.join(workdir, "summary.json")
@@ -111,7 +113,7 @@ def train_one(run: Run, scale: str, seed: int, out: str, keep_checkpoints: bool)
   return summary
 
 
-def curves(run: Run, seed: int, out: str, summary: dict) -> list[dict]:
+def curves(run: Arm, seed: int, out: str, summary: dict) -> list[dict]:
   """Rows (step, tokens, flops, split, bits_per_byte) from the run's metrics.jsonl."""
   per_step_tokens = summary["tokens"] / summary["steps"]
   per_step_flops = summary["flops"] / summary["steps"]
@@ -124,7 +126,7 @@ def curves(run: Run, seed: int, out: str, summary: dict) -> list[dict]:
   return rows
 
 
-def run_sweep(runs: list[Run], s: Settings) -> tuple[list[dict], list[dict]]:
+def run_sweep(runs: list[Arm], s: Settings) -> tuple[list[dict], list[dict]]:
   """Trains every (run, seed) not yet done, with progress; returns (finals, curve rows)."""
   os.makedirs(s.out, exist_ok=True)
   todo = [(r, seed) for r in runs for seed in range(s.seeds)]

@@ -30,7 +30,7 @@ def settings() -> runner.Settings:
   return runner.Settings(scale, _OUT.value, seeds, _KEEP_CHECKPOINTS.value)
 
 
-def main(argv: list[str], runs: list[runner.Run] | Callable[[str], list[runner.Run]], stem: str,
+def main(argv: list[str], runs: list[runner.Arm] | Callable[[str], list[runner.Arm]], stem: str,
          title: str, xlabel: str = "", by_flops: bool = False) -> None:
   """A sweep script's main: train every run not yet done, write CSV, PNG and table into --out.
 

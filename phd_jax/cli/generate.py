@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from absl import flags
 
+from phd_jax.checkpoints.load import load_run
 from phd_jax.cli import common
 from phd_jax.data import tokenizers
 from phd_jax.inference import decode
-from phd_jax.run.load import load_run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (holds checkpoints/).")
 _PROMPT = flags.DEFINE_multi_string("prompt", ["def "], "Prompt text; repeat for a batch.")
@@ -23,7 +23,7 @@ _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass in (0, 1] (1: a
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
-def main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:
   del argv
   model, cfg, step = load_run(_WORKDIR.value)
   tok = tokenizers.for_run(_WORKDIR.value, cfg)  # the run's own tokenizer, saved at training start
@@ -35,9 +35,9 @@ def main(argv: list[str]) -> None:
     print(f"----- prompt {prompt!r} -----\n{prompt}{tok.decode(ids[:length])}")
 
 
-def run() -> None:
-  common.run(main, required=["workdir"])
+def main() -> None:
+  common.launch(_main, required=["workdir"])
 
 
 if __name__ == "__main__":
-  run()
+  main()

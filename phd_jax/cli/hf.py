@@ -22,10 +22,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from phd_jax import files as fs
+from phd_jax.checkpoints.load import load_run
 from phd_jax.cli import common
 from phd_jax.data.tokenizers import for_run
 from phd_jax.interop.olmo2 import import_weights, save_olmo2
-from phd_jax.run.load import load_run
 
 USAGE = ("usage: phd-hf import --hf_dir=DIR --out=WEIGHTS [--config=CFG]\n"
          "       phd-hf export --workdir=RUN --out=DIR")
@@ -40,7 +40,7 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Import: the tokenizer (toke
                                  ".model; default: the one in --hf_dir, else the config's).")
 
 
-def main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:
   command = argv[1] if len(argv) == 2 else None
   if command == "import":
     if _WORKDIR.value and not _OUT.value:
@@ -66,9 +66,9 @@ def main(argv: list[str]) -> None:
     raise ValueError(USAGE)
 
 
-def run() -> None:
-  common.run(main)  # which flags: by subcommand, checked in main
+def main() -> None:
+  common.launch(_main)  # which flags: by subcommand, checked in main
 
 
 if __name__ == "__main__":
-  run()
+  main()

@@ -36,7 +36,7 @@ _SPLIT = flags.DEFINE_string("split", "train", "The dataset's split.")
 _ROWS = flags.DEFINE_integer("rows_per_shard", 100_000, "Dataset rows per unit (--hf_dataset).")
 
 
-def main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:
   del argv
   meta = prepare(input=_INPUT.value, tokenizer=_TOKENIZER.value, out=_OUT.value,
                  text_field=_TEXT_FIELD.value, val_fraction=_VAL_FRACTION.value,
@@ -46,9 +46,9 @@ def main(argv: list[str]) -> None:
   print(report(meta, _OUT.value))
 
 
-def run() -> None:
-  common.run(main, required=["out"])  # documents.InputError is a ValueError: one line too
+def main() -> None:
+  common.launch(_main, required=["out"])  # documents.InputError is a ValueError: one line too
 
 
 if __name__ == "__main__":
-  run()
+  main()

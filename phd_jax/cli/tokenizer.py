@@ -17,7 +17,7 @@ _VOCAB = flags.DEFINE_integer("vocab_size", 8192, "Target vocabulary size (EOS i
 _OUT = flags.DEFINE_string("out", "tokenizer.json", "Output tokenizer.json path.")
 
 
-def main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:
   if argv[1:] not in ([], ["train"]):  # `train`: the subcommand of `python -m phd_jax.tokenizer`
     raise ValueError(f"unexpected arguments {argv[1:]}; usage: phd-tokenizer --input=GLOB "
                      "--vocab_size=N --out=PATH.json")
@@ -25,9 +25,9 @@ def main(argv: list[str]) -> None:
   print(f"wrote {_OUT.value}: {HFTokenizer(_OUT.value).vocab_size} tokens from {n} files")
 
 
-def run() -> None:
-  common.run(main, required=["input"])
+def main() -> None:
+  common.launch(_main, required=["input"])
 
 
 if __name__ == "__main__":
-  run()
+  main()

@@ -28,16 +28,16 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
 
 
-def main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:
   del argv
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                   auto=_DISTRIBUTED.value)
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)  # no --config: the workdir's saved one
 
 
-def run() -> None:
-  common.run(main, required=["workdir"], errors=(ValueError, DivergenceError))
+def main() -> None:
+  common.launch(_main, required=["workdir"], errors=(ValueError, DivergenceError))
 
 
 if __name__ == "__main__":
-  run()
+  main()

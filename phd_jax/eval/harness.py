@@ -20,10 +20,10 @@ from lm_eval.models.utils import Collator
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from phd_jax.checkpoints.load import load_run
 from phd_jax.data.tokenizers import Tokenizer, for_run
 from phd_jax.inference import decode
 from phd_jax.model.transformer import Transformer
-from phd_jax.run.load import load_run
 
 MIN_BUCKET = 16  # shortest padded length: scoring compiles once per power of two up to seq_len
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until

@@ -22,11 +22,11 @@ from flax import nnx, traverse_util
 
 from phd_jax import config
 from phd_jax import files as fs
+from phd_jax.checkpoints.checkpoint import Checkpointer
 from phd_jax.data import tokenizers
 from phd_jax.data.tokenizers import Tokenizer
 from phd_jax.interop import hf_tokenizer
 from phd_jax.model.transformer import Transformer
-from phd_jax.run.checkpoint import Checkpointer
 
 # Our path inside a Block -> the HF name inside model.layers.N.
 _BLOCK = {

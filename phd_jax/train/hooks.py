@@ -17,14 +17,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from phd_jax.checkpoints.checkpoint import Checkpointer
 from phd_jax.data.tokenizers import Tokenizer
 from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model.flops import Throughput
-from phd_jax.run.checkpoint import Checkpointer
 from phd_jax.train.metrics import MetricsLog
 from phd_jax.train.profiler import Profiler
-from phd_jax.train.setup import Run
+from phd_jax.train.setup import TrainSession
 from phd_jax.train.state import lr_schedule
 from phd_jax.train.validation import Validator
 
@@ -45,9 +45,9 @@ class Hook:
   def after(self, step: int, state: nnx.State, metrics: dict, stop: bool) -> None:
     """Behind each train step: runs the action when due."""
     if self.due(step, stop):
-      self.run(step, state)
+      self.act(step, state)
 
-  def run(self, step: int, state: nnx.State) -> None:
+  def act(self, step: int, state: nnx.State) -> None:
     pass
 
   def close(self, state: nnx.State) -> None:
@@ -78,7 +78,7 @@ class LogHook(Hook):
     self.pending.append(metrics)  # on the device until the row is due
     super().after(step, state, metrics, stop)
 
-  def run(self, step: int, state: nnx.State) -> None:
+  def act(self, step: int, state: nnx.State) -> None:
     t = self.t
     got, now = jax.device_get(self.pending), time.time()
     tok_s = len(got) * t.batch_size * t.seq_len / (now - self.t_log)
@@ -113,7 +113,7 @@ class ValidationHook(Hook):
         validate, t.val_every, t.steps, log, say)
     self.last: dict | None = None  # the latest measurement, for the run's summary
 
-  def run(self, step: int, state: nnx.State) -> None:
+  def act(self, step: int, state: nnx.State) -> None:
     self.last = self.validate(state)
     if self.log:
       self.log.write({"step": step, **self.last}, sync=True)
@@ -141,7 +141,7 @@ class LmEvalHook(Hook):
   def due(self, step: int, stop: bool = False) -> bool:
     return bool(self.tasks) and super().due(step, stop)
 
-  def run(self, step: int, state: nnx.State) -> None:
+  def act(self, step: int, state: nnx.State) -> None:
     from phd_jax.eval.harness import PHDLM  # local: lm-eval's model stack, only when evaluating
     e = self.cfg.eval
     lm = PHDLM(nnx.merge(self.graphdef, state)[0], self.tokenizer, self.cfg.train.seq_len,
@@ -171,7 +171,7 @@ class CheckpointHook(Hook):
     self.ckpt, self.cfg, self.data_iter = ckpt, cfg, data_iter
     self.every, self.last_step = cfg.train.checkpoint_every, cfg.train.steps
 
-  def run(self, step: int, state: nnx.State) -> None:
+  def act(self, step: int, state: nnx.State) -> None:
     self.ckpt.save(step, state, self.data_iter, self.cfg)
 
   def close(self, state: nnx.State) -> None:  # an interrupted run still finishes its last save
@@ -208,14 +208,14 @@ class CallbackHook(Hook):
     self.fn(step)
 
 
-def default_hooks(run: Run, on_step: Callable[[int], None] | None = None) -> list[Hook]:
-  """The periodic actions of a run, in the order they act after each step."""
-  cfg, t, say = run.cfg, run.cfg.train, run.say
-  log = MetricsLog(run.workdir, run.start, run.metrics_rows) if run.chief else None
-  validate = Validator(run.graphdef, run.tokenizer.token_bytes(), run.val_batches, run.mesh,
-                       run.axis_rules, run.state_sharding, run.batch_sharding, t.loss_chunk)
-  hooks = [ProfileHook(run.workdir, t.profile_steps), LogHook(cfg, run.start, log, say),
+def default_hooks(s: TrainSession, on_step: Callable[[int], None] | None = None) -> list[Hook]:
+  """The periodic actions of a training session, in the order they act after each step."""
+  cfg, t, say = s.cfg, s.cfg.train, s.say
+  log = MetricsLog(s.workdir, s.start, s.metrics_rows) if s.chief else None
+  validate = Validator(s.graphdef, s.tokenizer.token_bytes(), s.val_batches, s.mesh,
+                       s.axis_rules, s.state_sharding, s.batch_sharding, t.loss_chunk)
+  hooks = [ProfileHook(s.workdir, t.profile_steps), LogHook(cfg, s.start, log, say),
            ValidationHook(validate, t, log, say),
-           LmEvalHook(cfg, run.graphdef, run.tokenizer, *run.eval_tasks, log, say),
-           CheckpointHook(run.ckpt, cfg, run.train_iter)]
+           LmEvalHook(cfg, s.graphdef, s.tokenizer, *s.eval_tasks, log, say),
+           CheckpointHook(s.ckpt, cfg, s.train_iter)]
   return hooks + ([CallbackHook(on_step)] if on_step else [])

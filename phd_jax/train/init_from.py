@@ -27,17 +27,17 @@ import ml_collections
 from flax import nnx
 
 from phd_jax import files as fs
+from phd_jax.checkpoints import recovery
+from phd_jax.checkpoints.checkpoint import (
+  Checkpointer,
+  CheckpointMismatchError,
+  describe,
+  model_changes,
+  warn,
+)
 from phd_jax.data import tokenizers
 from phd_jax.data.tokenizers import Tokenizer
 from phd_jax.interop import hf_tokenizer, olmo2
-from phd_jax.run import recovery
-from phd_jax.run.checkpoint import (
-                                    Checkpointer,
-                                    CheckpointMismatchError,
-                                    describe,
-                                    model_changes,
-                                    warn,
-)
 
 STEP = re.compile(r"(.+):(\d+)")  # RUN:STEP; a URL's scheme colon is followed by //, not digits
 

@@ -16,24 +16,24 @@ from phd_jax.model import sharding
 from phd_jax.train.guard import DivergenceGuard
 from phd_jax.train.hooks import ValidationHook, default_hooks
 from phd_jax.train.preemption import Preemption
-from phd_jax.train.setup import Run, start_run
+from phd_jax.train.setup import TrainSession, start_session
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
                        on_step: Callable[[int], None] | None = None) -> dict:
   """Trains (or resumes) and returns the final summary; `on_step(step)` runs after each step.
   `cfg` None: the config saved in the workdir."""
-  run = start_run(cfg, workdir)  # every check that can fail, before anything compiles
-  hooks = default_hooks(run, on_step)
-  guard = DivergenceGuard(run.ckpt)  # no non-finite state is ever checkpointed
-  state, preempted = run.state, None
+  session = start_session(cfg, workdir)  # every check that can fail, before anything compiles
+  hooks = default_hooks(session, on_step)
+  guard = DivergenceGuard(session.ckpt)  # no non-finite state is ever checkpointed
+  state, preempted = session.state, None
   try:
     with Preemption() as preemption:
-      for step in range(run.start + 1, run.cfg.train.steps + 1):
+      for step in range(session.start + 1, session.cfg.train.steps + 1):
         for hook in hooks:
           hook.before(step, state)
-        with sharding.activate(run.mesh, run.axis_rules):  # traced under the mesh
-          state, metrics = run.train_step(state, run.next_batch())
+        with sharding.activate(session.mesh, session.axis_rules):  # traced under the mesh
+          state, metrics = session.train_step(state, session.next_batch())
         stop = preemption.requested(step)  # the same answer on every host
         guard.check(step, metrics, now=any(hook.due(step, stop) for hook in hooks))
         for hook in hooks:
@@ -45,25 +45,26 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
     for hook in hooks:
       hook.close(state)
   if preempted:
-    run.say(f"preempted by {preemption.describe()}: saved a checkpoint at step {preempted} in "
-            f"{run.ckpt.directory}; run the same command again to resume")
+    session.say(f"preempted by {preemption.describe()}: saved a checkpoint at step {preempted} "
+                f"in {session.ckpt.directory}; run the same command again to resume")
     return {"step": preempted, "preempted": True}
-  return summarize(run, state, next(h for h in hooks if isinstance(h, ValidationHook)))
+  return summarize(session, state, next(h for h in hooks if isinstance(h, ValidationHook)))
 
 
-def summarize(run: Run, state: nnx.State, validation: ValidationHook) -> dict:
+def summarize(session: TrainSession, state: nnx.State, validation: ValidationHook) -> dict:
   """The final validation metrics and, with config.train.sample_tokens, a sample."""
-  t = run.cfg.train
+  t = session.cfg.train
   val = validation.last or validation.validate(state)  # nothing trained: the restored model
   summary = {"step": t.steps, **val}
   if t.sample_tokens and jax.process_count() > 1:
-    run.say("sample skipped on several hosts: run phd-generate on the checkpoint")
+    session.say("sample skipped on several hosts: run phd-generate on the checkpoint")
   elif t.sample_tokens:
-    model, tok = nnx.merge(run.graphdef, state)[0], run.tokenizer
+    model, tok = nnx.merge(session.graphdef, state)[0], session.tokenizer
     ids, n = generate(model, [tok.encode(t.sample_prompt)], t.sample_tokens,
-                      temperature=t.sample_temperature, seed=run.cfg.seed, eos_id=tok.eos_id)
+                      temperature=t.sample_temperature, seed=session.cfg.seed,
+                      eos_id=tok.eos_id)
     summary["sample"] = t.sample_prompt + tok.decode(ids[0, :n[0]])
-    run.say("----- sample -----\n" + summary["sample"] + "\n------------------")
-  run.say(f"done: steps={t.steps} val_bits_per_byte={val['val_bits_per_byte']:.4f} "
-          f"workdir={run.workdir}")
+    session.say("----- sample -----\n" + summary["sample"] + "\n------------------")
+  session.say(f"done: steps={t.steps} val_bits_per_byte={val['val_bits_per_byte']:.4f} "
+              f"workdir={session.workdir}")
   return summary

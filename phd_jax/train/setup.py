@@ -14,14 +14,14 @@ import jax
 import ml_collections
 from flax import nnx
 
+from phd_jax.checkpoints.checkpoint import Checkpointer, check_compatible, saved_run_config, warn
+from phd_jax.checkpoints.workdir import check_workdir, create_workdir
 from phd_jax.config import resolve_vocab_size, validate_config
 from phd_jax.config.mesh import rules as mesh_rules
 from phd_jax.data import tokenizers, windows
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model import sharding
 from phd_jax.model.transformer import param_count
-from phd_jax.run.checkpoint import Checkpointer, check_compatible, saved_run_config, warn
-from phd_jax.run.workdir import check_workdir, create_workdir
 from phd_jax.spec import PHDSpec
 from phd_jax.train import init_from
 from phd_jax.train.metrics import read_log
@@ -29,7 +29,10 @@ from phd_jax.train.state import create_state, make_train_step
 
 
 @dataclasses.dataclass
-class Run:
+class TrainSession:
+  """What one training process holds for its run (a run is a workdir's training, across all
+  the processes and restarts that train it)."""
+
   cfg: ml_collections.ConfigDict
   workdir: str  # absolute
   spec: PHDSpec
@@ -54,7 +57,7 @@ class Run:
     return sharding.global_batch(next(self.train_iter), self.batch_sharding)
 
 
-def start_run(cfg: ml_collections.ConfigDict | None, workdir: str) -> Run:
+def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainSession:
   """Validates, builds the state on the mesh and resumes from the workdir's latest checkpoint;
   `cfg` None: the config saved in the workdir (a run resumed, or imported by phd-hf)."""
   chief = jax.process_index() == 0  # only process 0 prints and writes metrics
@@ -106,6 +109,6 @@ def start_run(cfg: ml_collections.ConfigDict | None, workdir: str) -> Run:
       f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
       f"{spec.num_copies * t.seq_len} model tokens per sequence; mesh {dict(mesh.shape)} over "
       f"{hosts} host(s); training steps {start + 1}..{t.steps}")
-  return Run(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh, batch_sh,
-             make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val, ckpt, start,
-             say, chief, tasks, rows)
+  return TrainSession(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh,
+                      batch_sh, make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val,
+                      ckpt, start, say, chief, tasks, rows)

@@ -3,8 +3,8 @@ import json
 
 import ml_collections
 
+from phd_jax.checkpoints.checkpoint import Checkpointer
 from phd_jax.config import default_config, upgrade
-from phd_jax.run.checkpoint import Checkpointer
 from phd_jax.train.state import create_state
 from tests.helpers import tiny_config
 

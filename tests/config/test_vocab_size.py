@@ -3,10 +3,10 @@
 import pytest
 
 from configs import model_tiny
+from phd_jax.checkpoints.load import load_run
 from phd_jax.config import model_spec, resolve_vocab_size
 from phd_jax.data import tokenizers
 from phd_jax.eval import eval_data
-from phd_jax.run.load import load_run
 from tests import commands
 from tests.helpers import tiny_flags
 

@@ -163,7 +163,7 @@ def test_paper_tasks_are_known_to_lm_eval():
 @pytest.mark.parametrize("variant", ["phd_cswa", "vanilla"])
 def test_a_fresh_run_evaluates_in_training_and_from_the_command_line(variant, corpus_glob,
                                                                      local_task, tmp_path):
-  from phd_jax.run.load import load_run
+  from phd_jax.checkpoints.load import load_run
   from phd_jax.train.loop import train_and_evaluate
   cfg = model_tiny.get_config(variant)
   cfg.model.init_std = 0.3

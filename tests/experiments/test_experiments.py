@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from experiments import report, runner
-from experiments.runner import Run
+from experiments.runner import Arm
 from tests import commands
 
 
 def test_step_flops_vanilla_by_hand():
-  cfg = runner.config(Run("v", "vanilla"), "quick", 0)
+  cfg = runner.config(Arm("v", "vanilla"), "quick", 0)
   m, t = cfg.model, cfg.train
   d, L, q, kv = m.d_model, t.seq_len, m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
   matmuls = L * (2 * d * (2 * q + 2 * kv) + 6 * d * m.mlp_dim)
@@ -23,7 +23,7 @@ def test_step_flops_vanilla_by_hand():
 
 
 def test_step_flops_order_of_variants():
-  f = {r: runner.step_flops(runner.config(Run(r, *spec), "full", 0)) for r, spec in {
+  f = {r: runner.step_flops(runner.config(Arm(r, *spec), "full", 0)) for r, spec in {
       "vanilla": ("vanilla",), "phd": ("phd", 2), "cswa": ("phd_cswa", 2, 16, 32),
       "repeat": ("repeat", 2), "cswa3": ("phd_cswa", 3, 16, 32)}.items()}
   # K=2 doubles the matmuls but not the logits; a hidden token sees more keys in a window of
@@ -62,7 +62,7 @@ def test_sweep_trains_writes_outputs_and_resumes(tmp_path, monkeypatch, corpus_g
   monkeypatch.setattr(runner, "config", small_corpus)
   monkeypatch.setattr(report, "header", lambda settings, what: f"# {what}\n\n")
   settings = runner.Settings(scale="quick", out=str(tmp_path), seeds=2, keep_checkpoints=False)
-  runs = [Run("vanilla", "vanilla"), Run("cswa", "phd_cswa", 2, 4, 8)]
+  runs = [Arm("vanilla", "vanilla"), Arm("cswa", "phd_cswa", 2, 4, 8)]
   finals, rows = runner.run_sweep(runs, settings)
   md = report.write_outputs(settings, "t", "test sweep", finals, rows, reference="vanilla")
 

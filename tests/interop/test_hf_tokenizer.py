@@ -11,11 +11,11 @@ import tokenizers as hf_tokenizers
 from flax import nnx
 
 from configs import model_tiny
+from phd_jax.checkpoints.load import load_run
 from phd_jax.data.tokenizers import ByteTokenizer, HFTokenizer, for_run
 from phd_jax.interop import hf_tokenizer
 from phd_jax.interop.olmo2 import import_weights, save_olmo2
 from phd_jax.model.transformer import Transformer
-from phd_jax.run.load import load_run
 from tests import commands
 from tests.helpers import VANILLA_RUN, tiny_config
 

@@ -15,15 +15,15 @@ import tokenizers as hf_tokenizers
 from flax import nnx
 
 from configs import base
+from phd_jax.checkpoints.checkpoint import Checkpointer, CheckpointMismatchError
+from phd_jax.checkpoints.load import load_run
 from phd_jax.config import default_config, upgrade
 from phd_jax.data import tokenizers, windows
 from phd_jax.interop.olmo2 import import_weights, load_olmo2
 from phd_jax.model.transformer import Transformer
-from phd_jax.run.checkpoint import Checkpointer, CheckpointMismatchError
-from phd_jax.run.load import load_run
 from phd_jax.train import init_from
 from phd_jax.train.loop import train_and_evaluate
-from phd_jax.train.setup import start_run
+from phd_jax.train.setup import start_session
 from phd_jax.train.state import create_state
 from tests import commands
 from tests.helpers import FIXTURES, golden, tiny_config
@@ -105,7 +105,7 @@ def step_params(workdir, step, cfg) -> dict:
 def new_run(cfg, workdir, source):
   cfg = cfg.copy_and_resolve_references()
   cfg.train.init_from = source
-  run = start_run(cfg, workdir)
+  run = start_session(cfg, workdir)
   run.ckpt.close()
   return run
 
@@ -179,7 +179,7 @@ def test_init_from_an_olmo2_folder_equals_importing_it_first(tmp_path, capsys):
   cfg.train.init_from = ""
   with pytest.raises(CheckpointMismatchError, match="holds model-only weights .* start a new run "
                                                     "from them with --config.train.init_from="):
-    start_run(cfg, weights)  # the weights are no run to resume
+    start_session(cfg, weights)  # the weights are no run to resume
 
 
 def test_a_config_saved_before_init_from_existed_reads_back_as_from_scratch():

@@ -13,9 +13,9 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from configs import base, model_tiny
+from phd_jax.checkpoints.load import load_run
 from phd_jax.interop.olmo2 import load_olmo2, read_tensors, save_olmo2
 from phd_jax.model.transformer import Transformer
-from phd_jax.run.load import load_run
 from tests import commands
 from tests.helpers import FIXTURES, VANILLA_RUN, golden, shard_in_two, tiny_config
 

@@ -13,10 +13,10 @@ from flax import nnx
 
 from configs import model_tiny
 from phd_jax import files as fs
+from phd_jax.checkpoints.load import load_run
 from phd_jax.data.tokenizers import ByteTokenizer
 from phd_jax.interop.olmo2 import import_weights, load_olmo2, read_tensors, save_olmo2
 from phd_jax.model.transformer import Transformer
-from phd_jax.run.load import load_run
 from phd_jax.train import init_from
 from phd_jax.train.state import create_state
 from tests import commands

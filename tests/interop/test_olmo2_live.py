@@ -88,8 +88,8 @@ def greedy_pair(out, model, tok, prompt, new=24):
 def test_an_exported_run_generates_in_transformers_with_its_own_tokenizer(corpus_glob, tmp_path):
   """phd-hf export of a trained byte-level run: AutoTokenizer + AutoModelForCausalLM load the
   directory alone and greedy decoding gives our tokens."""
+  from phd_jax.checkpoints.load import load_run
   from phd_jax.data.tokenizers import for_run
-  from phd_jax.run.load import load_run
   from phd_jax.train.loop import train_and_evaluate
   from tests import commands
   from tests.helpers import tiny_config

@@ -21,7 +21,7 @@ def main(corpus_glob: str, workdir: str, port: str, process_id: str, mode: str =
     cfg = tiny_config(corpus_glob, steps=300, batch_size=8, checkpoint_every=1000)
     notice = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 3 else None
     summary = train_and_evaluate(cfg, workdir, on_step=notice if process_id == "1" else None)
-    from phd_jax.run.checkpoint import Checkpointer
+    from phd_jax.checkpoints.checkpoint import Checkpointer
     print("RESULTS " + json.dumps({"summary": summary,
                                    "latest": Checkpointer(workdir, 2).latest_step()}), flush=True)
     jax.distributed.shutdown()

@@ -11,12 +11,12 @@ import pytest
 from flax import nnx
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from phd_jax.checkpoints.checkpoint import Checkpointer
+from phd_jax.checkpoints.load import load_run
 from phd_jax.config import validate_config
 from phd_jax.data import text, tokenizers, windows
 from phd_jax.model import flops
 from phd_jax.model.losses import lm_loss
-from phd_jax.run.checkpoint import Checkpointer
-from phd_jax.run.load import load_run
 from phd_jax.train.grad_accum import loss_and_grads
 from phd_jax.train.guard import DivergenceError
 from phd_jax.train.loop import train_and_evaluate

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from phd_jax.checkpoints.load import load_run
 from phd_jax.config.mesh import batch_shards, mesh_shape
 from phd_jax.inference.decode import generate
-from phd_jax.run.load import load_run
 from phd_jax.train.state import create_state
 from tests import commands
 from tests.helpers import PROMPTS, WIDE_RUN, losses, tiny_config

@@ -37,9 +37,9 @@ for cls in (tokenizers.HFTokenizer, tokenizers.SentencePieceTokenizer):
     _init(self, path)
   cls.__init__ = counted_init
 out, sys.argv = sys.argv[1], ["phd-train", *sys.argv[2:]]
-from phd_jax.cli.train import run
+from phd_jax.cli.train import main
 try:
-  run()
+  main()
 finally:
   open(out, "w").write(json.dumps({"probes": probes, "loads": loads}))
 """
@@ -88,4 +88,4 @@ def test_eval_tasks_and_metrics_fail_before_the_state_is_built(case, corpus_glob
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\nnot a row\n{"step": 2}\n')
     match = r"metrics\.jsonl:2 is not a JSON row of metrics"
   with pytest.raises(ValueError, match=match):
-    setup.start_run(cfg, str(tmp_path))
+    setup.start_session(cfg, str(tmp_path))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from configs import model_tiny
+from phd_jax.checkpoints.checkpoint import Checkpointer, CheckpointMismatchError
 from phd_jax.config import validate_config
 from phd_jax.data import text, windows
 from phd_jax.data.tokenizers import ByteTokenizer
-from phd_jax.run.checkpoint import Checkpointer, CheckpointMismatchError
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.state import create_state
 from tests import commands

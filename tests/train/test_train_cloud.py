@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from phd_jax import files
-from phd_jax.run.load import load_run
+from phd_jax.checkpoints.load import load_run
 from phd_jax.train.loop import train_and_evaluate
 from tests.helpers import RESUMABLE_RUN, Preempted, losses, preempt_after, tiny_config
 

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from phd_jax.run.checkpoint import Checkpointer, saved_run_config
-from phd_jax.run.load import load_run
+from phd_jax.checkpoints.checkpoint import Checkpointer, saved_run_config
+from phd_jax.checkpoints.load import load_run
 from phd_jax.train.loop import train_and_evaluate
-from phd_jax.train.setup import start_run
+from phd_jax.train.setup import start_session
 from tests import commands
 from tests.helpers import RESUMABLE_RUN, losses, tiny_config, tiny_flags
 from tests.shared import copy_run
@@ -98,7 +98,7 @@ def test_corrupt_or_missing_items_fall_back_to_the_step_before(corpus_glob, run_
   damage(run_copy / "checkpoints" / "8")
   if damage is _garbage_config:  # phd-train without --config reads the newest config that loads
     assert saved_run_config(str(run_copy)).train.steps == 8
-  run = start_run(_config(corpus_glob), str(run_copy))
+  run = start_session(_config(corpus_glob), str(run_copy))
   run.ckpt.close()
   err = capfd.readouterr().err
   assert f"warning: checkpoint step 8 in {run_copy / 'checkpoints'} does not restore ({reason}" \
@@ -113,7 +113,7 @@ def test_corrupt_or_missing_items_fall_back_to_the_step_before(corpus_glob, run_
 def test_a_second_damage_of_the_same_step_gets_its_own_name(corpus_glob, run_copy, capfd):
   (run_copy / "checkpoints" / "8.damaged").mkdir()  # an earlier damaged step 8, still kept
   _cut_short(run_copy, 8)
-  run = start_run(_config(corpus_glob), str(run_copy))
+  run = start_session(_config(corpus_glob), str(run_copy))
   run.ckpt.close()
   assert run.start == 6 and "8.damaged.1 (kept" in capfd.readouterr().err
   assert sorted(os.listdir(run_copy / "checkpoints")) == ["4", "6", "8.damaged", "8.damaged.1"]

@@ -11,8 +11,8 @@ import ml_collections
 from flax import nnx
 
 from phd_jax import files as fs
+from phd_jax.checkpoints.checkpoint import Checkpointer, Log, warn
 from phd_jax.model.transformer import Transformer
-from phd_jax.run.checkpoint import Checkpointer, Log, warn
 
 
 def load_run(workdir: str, log: Log = warn, *, probed: bool = False

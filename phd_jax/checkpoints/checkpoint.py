@@ -28,9 +28,9 @@ from flax import nnx
 
 from phd_jax import config
 from phd_jax import files as fs
+from phd_jax.checkpoints import object_store, recovery
+from phd_jax.checkpoints.workdir import temporary
 from phd_jax.model.transformer import Transformer
-from phd_jax.run import object_store, recovery
-from phd_jax.run.workdir import temporary
 
 Log = Callable[[str], None]
 

@@ -9,7 +9,7 @@ import re
 import tempfile
 
 from phd_jax import files as fs
-from phd_jax.run import object_store
+from phd_jax.checkpoints import object_store
 
 ORBAX_TMP = re.compile(r".*\.orbax-checkpoint-tmp.*")
 DAMAGED = re.compile(r"\d+\.damaged(\.\d+)?")  # steps that did not restore, moved aside
