@@ -50,5 +50,5 @@ def test_expected_failures_are_one_error_line(tmp_path):
 
 
 def test_evaluate_takes_out_and_its_earlier_name_output():
-  help_text = commands.phd("phd-evaluate", "--helpfull", expect=None).stdout  # absl: 1
+  help_text = commands.phd("phd-evaluate", "--helpfull", expect=None).stdout  # absl: exit 1
   assert "--out:" in help_text and "--output:" in help_text  # the alias

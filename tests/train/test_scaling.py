@@ -50,7 +50,7 @@ def test_eight_devices_match_one(corpus_glob, trained_runs, tmp_path):
     np.testing.assert_allclose(got, expect, rtol=2e-5, err_msg=name)
   # The checkpoint written by 8 devices restores onto this single device, for inference.
   from_8, _, step = load_run(str(tmp_path / "multi" / "8x1x1"))
-  from_1, _, _ = load_run(str(tmp_path / "single"))
+  from_1, _, _ = load_run(str(single_run))
   assert step == 4
   for a, b in zip(jax.tree.leaves(nnx.state(from_8)), jax.tree.leaves(nnx.state(from_1))):
     assert len(a.sharding.device_set) == 1
