@@ -24,7 +24,7 @@ LONG_FIRST = (  # node id prefixes, longest first (as measured with -n 2)
     "tests/train/test_scaling.py::test_two_processes_match_one",
     "tests/configs/test_configs.py",
     "tests/train/test_ops.py::test_sigterm_saves_exits_0_and_rerun_matches_uninterrupted",
-    "tests/run/test_checkpoint_recovery.py::test_a_save_failing_for_storage_ends_with_one_",
+    "tests/checkpoints/test_checkpoint_recovery.py::test_a_save_failing_for_storage_ends_with_one_",
     "tests/pallas_kernels/test_phd_flash.py::test_model_with_pallas_equals_xla",
     "tests/model/test_transformer.py::test_xla_and_dense_models_agree",
     "tests/train/test_pod_recipe.py",
@@ -34,7 +34,7 @@ LONG_FIRST = (  # node id prefixes, longest first (as measured with -n 2)
     "tests/model/test_transformer.py::test_scan_and_remat_match_the_layer_loop",
     "tests/eval/test_evaluate.py::test_a_fresh_run_evaluates_in_training_and_from_the_command_",
     "tests/eval/test_paper_suite.py::test_paper_suite_offline_from_the_command_line_and_during_",
-    "tests/interop/test_olmo2.py::test_continued_pretraining_from_imported_weights",
+    "tests/interop/test_init_from.py::test_continued_pretraining_from_olmo2_through_the_commands",
 )
 CACHE_ENV = {  # every program, however small or quick to compile, is cached
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
