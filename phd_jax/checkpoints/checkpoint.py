@@ -2,7 +2,7 @@
 
 On a local disk orbax writes each step into a temporary directory and renames it when complete;
 in a bucket, which cannot rename, it writes the step in place and adds its commit file last
-(run/object_store.py). Either way a crash mid-save leaves the previous checkpoint intact and the
+(object_store.py). Either way a crash mid-save leaves the previous checkpoint intact and the
 unfinished step recognisable; resume takes the newest complete one that loads.
 A damaged step (truncated or corrupt files, a missing item) is skipped and named; training moves
 it aside to checkpoints/STEP.damaged (never deleted), the read-only commands leave it in place.
