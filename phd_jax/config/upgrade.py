@@ -20,6 +20,8 @@ ADDED = {
     ("model", "qk_norm"): "head",  # the model normed per head before the field existed
     ("model", "xla_block"): XLA_BLOCK,
     ("data", "tokenizer"): "bytes",
+    ("data", "mixture"): {},  # data mixtures (phd_jax/data/mixture.py)
+    ("data", "mixture_schedule"): (),
 }
 
 

@@ -18,7 +18,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -28,6 +27,7 @@ from phd_jax import config
 from phd_jax import files as fs
 from phd_jax.model.transformer import Transformer
 from phd_jax.run import object_store, recovery
+from phd_jax.run.data_state import DataRestore, DataSave, DataStateHandler
 from phd_jax.run.workdir import temporary
 
 Log = Callable[[str], None]
@@ -55,7 +55,7 @@ class Checkpointer:
         self.directory,
         options=object_store.manager_options(self.directory, max_to_keep=keep, create=True),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": grain.checkpoint.CheckpointHandler(),
+                       "data": DataStateHandler(),
                        "config": ocp.JsonCheckpointHandler()})
     recovery.quiet_echoes_of_failures()  # orbax's repeats of a failure raised to us
     self.failed: CheckpointSaveError | None = None  # the first save that could not be written
@@ -79,7 +79,7 @@ class Checkpointer:
     items = dict(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
                  config=ocp.args.JsonSave(cfg.to_dict()))
     if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+      items["data"] = DataSave(data_iter)
     with self._storage_errors():
       self.manager.save(step, args=ocp.args.Composite(**items))
     self._saving = step
@@ -93,7 +93,7 @@ class Checkpointer:
     target = jax.tree.map(_restore_target, nnx.to_pure_dict(state))
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None and fs.isdir(fs.join(self.directory, str(step), "data")):
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+      items["data"] = DataRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     nnx.replace_by_pure_dict(state, restored["state"])
     return state
