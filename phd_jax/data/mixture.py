@@ -53,14 +53,11 @@ def _number(value) -> bool:
 
 def parse_spec(d: ml_collections.ConfigDict) -> Spec | None:
   """The mixture of `config.data`, checked field by field (no file is read); None when
-  data.source is not 'mixture'. Each error is one line naming the source and the field."""
+  data.source is not 'mixture' (data.mixture is then not used). Each error is one line naming
+  the source and the field."""
   mix = d.get("mixture") or {}
   schedule = d.get("mixture_schedule") or ()
-  if d.source != "mixture":
-    if mix or schedule:
-      name = "mixture" if mix else "mixture_schedule"
-      _fail(name, _plain(d[name]), f"data.source={d.source!r} reads no mixture: set "
-            "--config.data.source=mixture (or clear it)")
+  if d.source != "mixture":  # left in place, e.g. a mixture config tried on one source
     return None
   if not mix:
     _fail("mixture", _plain(mix), "data.source='mixture' needs at least one source, e.g. "
@@ -156,8 +153,10 @@ def load(d: ml_collections.ConfigDict, tok: Tokenizer, model_vocab: int, seq_len
   if spec is None:  # a single data source: a mixture of one
     splits = windows.load_splits(d, tok, model_vocab, seq_len)
     one = Source(d.source, 1.0, splits.train, splits.val, splits.description)
+    unused = (f" (config.data.mixture is not used: data.source={d.source!r})"
+              if d.get("mixture") else "")
     return Mixture([one], Spec((d.source,), ("",), ("",), (1.0,), ()), False,
-                   splits.description, {d.source: windows.val_batches(
+                   splits.description + unused, {d.source: windows.val_batches(
                        splits.val, seq_len, batch_size, val_batches)})
   _check_tokenizers(spec)
   sources = [_load_source(spec, i, d, tok, model_vocab, seq_len) for i in range(len(spec.names))]

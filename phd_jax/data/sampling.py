@@ -159,9 +159,10 @@ class MixtureIterator:
                        "hosts")
     self.plan, self.sources, self.host, self.hosts = plan, list(sources), host, hosts
     self.spec = json.loads(json.dumps(spec or {}))  # a resumed run compares its config with it
-    self._start(plan.anchor.batch)
+    self.seek(plan.anchor.batch)
 
-  def _start(self, batch: int) -> None:
+  def seek(self, batch: int) -> None:
+    """Reads on from global batch `batch` (0-based: after that many steps)."""
     ds = grain.MapDataset.source(_HostRows(self.plan, self.sources, self.host, self.hosts))
     self._it = iter(ds.batch(self.plan.batch_size // self.hosts, drop_remainder=True)
                     .to_iter_dataset())
@@ -195,7 +196,7 @@ class MixtureIterator:
         raise ValueError(f"the checkpoint's data position is a one-source run's (from before "
                          f"data mixtures); it cannot resume as a mixture of {len(p.names)} "
                          "sources: resume it with its own data config")
-      return self._start(int(state["next_index"]))
+      return self.seek(int(state["next_index"]))
     if state.get("format") != FORMAT:
       raise ValueError(f"unknown data position format {state.get('format')!r} (this version "
                        f"reads {FORMAT!r})")
@@ -210,11 +211,27 @@ class MixtureIterator:
               f"{describe_change(state, self.spec, p)}; each source continues from its "
               "position with the new settings", file=sys.stderr, flush=True)
     self.plan = p.from_anchor(anchor)
-    self._start(int(state["batch"]))
+    self.seek(int(state["batch"]))
 
   def positions(self, step: int) -> dict[str, int]:
     """Windows each source has given out after `step` steps."""
     return dict(zip(self.plan.names, self.plan.positions(step).tolist()))
+
+  def rows(self, batch: int) -> list[dict]:
+    """What each row of the global batch `batch` (0-based) reads: its source, the source's window
+    and epoch (from 1), and the file and first token the window starts at (a corpus read whole,
+    stdlib or text_files: file '' and the token in the concatenated split)."""
+    out = []
+    for row, (s, pos, epoch, w) in enumerate(self.plan.rows(batch)):
+      src = self.sources[s]
+      if getattr(src, "shards", None):  # tokens.TokenWindows
+        k, at = src.locate(w)
+        file = src.shards[k].path
+      else:
+        file, at = "", w * src.seq_len
+      out.append({"row": row, "source": self.plan.names[s], "window": w, "epoch": epoch + 1,
+                  "position": pos, "file": file, "offset": at})
+    return out
 
   def usage(self, step: int) -> dict[str, float]:
     """Metrics fields after `step` steps: each source's tokens read (its windows' targets) and
