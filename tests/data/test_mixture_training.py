@@ -34,10 +34,10 @@ def straight(sources, tmp_path_factory):
   return workdir / "run", read_batches(str(workdir / "batches.jsonl"))
 
 
-def test_a_mixture_of_one_is_data_source_tokens_batch_for_batch(sources, tmp_path):
+def test_a_mixture_of_one_is_data_source_tokens_batch_for_batch(sources, tmp_path, capfd):
   got = {}
   for name in ("tokens", "mixture"):
-    cfg = tiny_config("", steps=4)
+    cfg = tiny_config("", steps=4, checkpoint_every=2)
     cfg.data.update(source=name, text_files="")
     if name == "tokens":
       cfg.data.token_dir = sources["prose"]
@@ -54,6 +54,20 @@ def test_a_mixture_of_one_is_data_source_tokens_batch_for_batch(sources, tmp_pat
   assert la == lb
   assert sb["val_bits_per_byte"] == sa["val_bits_per_byte"]  # one source: its own split
   assert sb["val/prose/bits_per_byte"] == sa["val_bits_per_byte"]
+  # A checkpoint from before mixtures: grain's handler wrote {"next_index": N}; it resumes exactly.
+  old = tmp_path / "old"
+  shutil.copytree(tmp_path / "tokens", old)
+  shutil.rmtree(old / "checkpoints" / "4")
+  (old / "checkpoints" / "2" / "data" / "process_0-of-1.json").write_text('{"next_index": 2}')
+  meta = old / "checkpoints" / "2" / "_CHECKPOINT_METADATA"
+  m = json.loads(meta.read_text())
+  m["item_handlers"]["data"] = "grain._src.python.checkpoint.handler.CheckpointHandler"
+  meta.write_text(json.dumps(m))
+  cfg.data.update(source="tokens", token_dir=sources["prose"], mixture={})
+  capfd.readouterr()
+  train_and_evaluate(cfg, str(old))
+  assert f"resumed from step 2 in {old}" in capfd.readouterr().out
+  assert losses(old) == la
 
 
 def test_phd_data_shows_the_windows_the_train_step_is_fed(sources, straight, tmp_path):
