@@ -68,11 +68,6 @@ class Plan:
     plan.assign = functools.lru_cache(maxsize=64)(plan._assign)
     return plan
 
-  def weights_at(self, batch: int) -> tuple[Fraction, ...]:
-    """Each source's share of the batch `batch` (0-based), from the schedule."""
-    cum = [c for start, c in self.changes if start <= batch][-1]
-    return tuple(b - a for a, b in zip((Fraction(0),) + cum[:-1], cum))
-
   def _phases(self, stop: int) -> list[tuple[int, int, tuple[Fraction, ...]]]:
     """(first batch, end batch, cumulative shares) of the phases from the anchor to `stop`."""
     a = self.anchor.batch
