@@ -8,6 +8,7 @@ times). The last line holds `ratio=`: loader tokens/s over consumed tokens/s; it
 
   python -m experiments.bench_data [--token_dir=DIR] [--batches=20] [--chips=8 --peak_tflops=989]
   python -m experiments.bench_data --bucket=gs://B/bench,s3://B/bench --shard_tokens=1000000
+  python -m experiments.bench_data --sources=3 [--bucket=...]  # a 3-source mixture vs one source
 
 Without --token_dir it writes synthetic uint32 shards (random ids of the 100k vocabulary) to a
 temporary directory. The first pass reads from disk, later ones from the page cache; both shown.
@@ -30,7 +31,7 @@ import numpy as np
 from absl import flags
 
 from configs import base, model_1_2b
-from experiments import cli
+from experiments import bench_mixture, cli
 from phd_jax import files as fs
 from phd_jax.checkpoints.checkpoint import param_shapes
 from phd_jax.cli import common
@@ -47,6 +48,8 @@ _CHIPS = flags.DEFINE_integer("chips", 8, "Accelerators per host.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 989.0, "bf16 dense, per chip (H100 SXM: 989; "
                                   "TPU v5p: 459).")
 _MFU = flags.DEFINE_float("mfu", 0.5, "Model FLOPs utilization of the train steps.")
+_SOURCES = flags.DEFINE_integer("sources", 1, "With N > 1, also the shards split into N sources "
+                                "(a mixture) against one source, in windows/s.")
 _BUCKET = flags.DEFINE_list("bucket", [], "gs:// / s3:// URL prefixes, comma separated: the "
                             "shards are copied there and read back beside the local ones.")
 
@@ -125,12 +128,17 @@ def main(argv: list[str]) -> None:
     print(f"shards: {where}; {len(token_data.TokenWindows(shards, seq_len))} windows", flush=True)
     rates = measure(shards, seq_len, batch, batches)
     results = {token_dir if fs.is_url(token_dir) else "local": rates}
+    n_src, mixes = cli.at_least(_SOURCES, 1), {}
+    if n_src > 1:
+      mixes[next(iter(results))] = bench_mixture.compare(shards, n_src, seq_len, batch, batches)
     for url in buckets:
       copies = in_bucket(shards, url)
       try:
         for s, c in zip(shards, copies):
           fs.copy_file(s.path, c.path)
         results[url] = measure(copies, seq_len, batch, batches)
+        if n_src > 1:
+          mixes[url] = bench_mixture.compare(copies, n_src, seq_len, batch, batches)
       finally:  # only what this run wrote: the prefix may hold other objects
         for c in copies:
           if fs.exists(c.path):
@@ -143,6 +151,8 @@ def main(argv: list[str]) -> None:
       r = min(results[url])
       print(f"storage={url} loader_tok_s={r:.0f} ratio={r / consumed:.2f} "
             f"vs_local={r / min(rates):.4f}")
+  if mixes:
+    print(bench_mixture.report(mixes, n_src))
   print(f"loader_tok_s={min(rates):.0f} consumed_tok_s={consumed:.0f} "
         f"ratio={min(rates) / consumed:.2f}")
 

@@ -20,7 +20,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -29,6 +28,7 @@ from flax import nnx
 from phd_jax import config
 from phd_jax import files as fs
 from phd_jax.checkpoints import object_store, recovery
+from phd_jax.checkpoints.data_state import DataRestore, DataSave, DataStateHandler
 from phd_jax.checkpoints.workdir import temporary
 from phd_jax.model.transformer import Transformer
 
@@ -59,7 +59,7 @@ class Checkpointer:
         self.directory,
         options=object_store.manager_options(self.directory, max_to_keep=keep, create=True),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": grain.checkpoint.CheckpointHandler(),
+                       "data": DataStateHandler(),
                        "config": ocp.JsonCheckpointHandler()})
     recovery.quiet_echoes_of_failures()  # orbax's repeats of a failure raised to us
     self.failed: CheckpointSaveError | None = None  # the first save that could not be written
@@ -83,7 +83,7 @@ class Checkpointer:
     items = dict(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
                  config=ocp.args.JsonSave(cfg.to_dict()))
     if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+      items["data"] = DataSave(data_iter)
     with self._storage_errors():
       self.manager.save(step, args=ocp.args.Composite(**items))
     self._saving = step
@@ -98,7 +98,7 @@ class Checkpointer:
     target = jax.tree.map(_restore_target, nnx.to_pure_dict(state))
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None and fs.isdir(fs.join(self.directory, str(step), "data")):
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+      items["data"] = DataRestore(data_iter)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception:

@@ -69,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
   )
 
   cfg.data = d = ml_collections.ConfigDict()
-  d.source = "stdlib"  # stdlib (this interpreter's standard library .py) | text_files | tokens
+  d.source = "stdlib"  # stdlib (the standard library's .py) | text_files | tokens | mixture
   d.text_files = ""  # glob(s), comma separated, for source=text_files
   # bytes | PATH.json (HF tokenizers, e.g. OLMo2's tokenizer.json) | PATH.model (SentencePiece);
   # copied into the workdir, so generate/evaluate use the run's own. stdlib/text_files: bytes only.
@@ -78,6 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
   d.token_files = ""  # source=tokens, or: glob(s) of token files made elsewhere (.npy or raw)
   d.token_dtype = ""  # raw token_files' dtype: uint16 | uint32 | int32 | int64 (.npy: its own)
   d.val_fraction = 0.02  # share of files held out for validation (split by file, deterministic)
+  # source=mixture: {name: {"path": phd-prepare folder or token-file glob, "weight": w[, "dtype"]}}
+  # and new weights from given steps: ((step, {name: weight}), ...) (phd_jax/data/mixture.py).
+  d.mixture = ml_collections.ConfigDict()
+  d.mixture_schedule = ()
   d.seed = 0
 
   cfg.train = t = ml_collections.ConfigDict()

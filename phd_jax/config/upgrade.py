@@ -21,6 +21,8 @@ ADDED = {
     ("model", "xla_block"): XLA_BLOCK,
     ("data", "tokenizer"): "bytes",
     ("train", "init_from"): "",  # started from scratch (or from an import's step-0 checkpoint)
+    ("data", "mixture"): {},  # data mixtures (phd_jax/data/mixture.py)
+    ("data", "mixture_schedule"): (),
 }
 
 

@@ -9,12 +9,13 @@ import jax
 import ml_collections
 
 from phd_jax.config.mesh import batch_shards
+from phd_jax.data import mixture
 from phd_jax.spec import POSITION_SCHEMES, PHDSpec
 
 ATTENTION_IMPLS = ("dense", "xla", "pallas", "jax")  # phd_jax/model/attention.py says what each is
 DTYPES = ("float32", "bfloat16", "float16")
 QK_NORMS = ("full", "head", "none")
-DATA_SOURCES = ("stdlib", "text_files", "tokens")
+DATA_SOURCES = ("stdlib", "text_files", "tokens", "mixture")
 VOCAB_MULTIPLE = 128  # model.vocab_size="auto" pads the tokenizer's vocabulary to this (TPU lanes)
 
 
@@ -123,6 +124,7 @@ def validate_config(cfg: ml_collections.ConfigDict, tokenizer_vocab: int) -> PHD
   _need(d.source != "text_files" or bool(d.text_files), "data.text_files", d.text_files,
         "set a glob (comma-separated globs allowed) when data.source='text_files'")
   _need(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
+  mixture.parse_spec(d)  # data.mixture's fields: one error naming the source and the field
   e = cfg.eval
   for f in ("every", "batch_size"):
     _positive_int(e, f, "eval")
@@ -146,7 +148,7 @@ def _validate_tokens(cfg: ml_collections.ConfigDict, n: int) -> None:
   _need(cfg.model.vocab_size >= n, "model.vocab_size", cfg.model.vocab_size,
         f"must be >= {n}, the vocabulary of config.data.tokenizer={d.tokenizer!r} "
         f"(e.g. {padded_vocab(n)}, a multiple of 128, or 'auto', which picks that)")
-  _need(d.source == "tokens" or d.tokenizer == "bytes", "data.tokenizer", d.tokenizer,
+  _need(d.source in ("tokens", "mixture") or d.tokenizer == "bytes", "data.tokenizer", d.tokenizer,
         f"data.source={d.source!r} reads raw bytes: use 'bytes', or tokenize the corpus with "
         "`phd-prepare` and train with data.source='tokens'")
   if d.source == "tokens":

@@ -60,14 +60,18 @@ class TokenWindows(grain.sources.RandomAccessDataSource):
   def __len__(self) -> int:
     return int(self.starts[-1])
 
+  def locate(self, i: int) -> tuple[int, int]:
+    """(shard, first token) of window i."""
+    k = int(np.searchsorted(self.starts, i, side="right")) - 1
+    return k, (int(i) - int(self.starts[k])) * self.seq_len
+
   def __getstate__(self):
     return {**self.__dict__, "_maps": None}
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     if self._maps is None:
       self._maps = [None if fs.is_url(s.path) else _memmap(s) for s in self.shards]
-    k = int(np.searchsorted(self.starts, i, side="right")) - 1
-    at = (int(i) - int(self.starts[k])) * self.seq_len
+    k, at = self.locate(i)
     m = self._maps[k]
     w = np.asarray(read_tokens(self.shards[k], at, at + self.seq_len + 1) if m is None
                    else m[at:at + self.seq_len + 1], dtype=np.int32)

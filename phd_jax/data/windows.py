@@ -12,7 +12,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from phd_jax.data import text, tokens
+from phd_jax.data import sampling, text, tokens
 from phd_jax.data.tokenizers import Tokenizer
 
 
@@ -59,16 +59,17 @@ Source = np.ndarray | grain.sources.RandomAccessDataSource
 
 
 def train_dataset(tokens: Source, seq_len: int, batch_size: int, seed: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """Shuffled, endlessly repeated batches; each host reads its own slice of the windows.
+                  process_index: int = 0, process_count: int = 1) -> sampling.MixtureIterator:
+  """Shuffled, endlessly repeated batches of one source: a mixture of one (sampling.py).
 
   `tokens` is a token array or a source of windows (Windows, tokens.TokenWindows); seq_len
-  only applies to an array. `batch_size` is per host. The iterator's state (a position) is
+  only applies to an array. `batch_size` is per host; host h reads rows [h * batch_size,
+  (h + 1) * batch_size) of each global batch. The iterator's state (a position) is
   checkpointed with the model.
   """
-  ds = grain.MapDataset.source(_windows(tokens, seq_len)).shuffle(seed=seed).repeat(None)
-  ds = ds.slice(slice(process_index, None, process_count))
-  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  w = _windows(tokens, seq_len)
+  plan = sampling.Plan(["data"], [len(w)], [1.0], (), batch_size * process_count, seed)
+  return sampling.MixtureIterator(plan, [w], process_index, process_count)
 
 
 def val_batches(tokens: Source, seq_len: int, batch_size: int,

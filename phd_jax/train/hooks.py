@@ -22,6 +22,7 @@ from phd_jax.data.tokenizers import Tokenizer
 from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model.flops import Throughput
+from phd_jax.train import source_validation
 from phd_jax.train.metrics import MetricsLog
 from phd_jax.train.profiler import Profiler
 from phd_jax.train.setup import TrainSession
@@ -66,8 +67,9 @@ class LogHook(Hook):
   """Mean training metrics since the last log row: metrics.jsonl, TensorBoard, the console."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, start: int, log: MetricsLog | None,
-               say: Say = print):
+               say: Say = print, data=None):
     t = cfg.train
+    self.data, self.logged = data, start  # the batches' iterator: tokens, epochs per source
     self.every, self.last_step, self.t, self.start, self.log, self.say = (
         t.log_every, t.steps, t, start, log, say)
     self.throughput, self.schedule = Throughput(cfg, jax.devices()), lr_schedule(t)
@@ -86,7 +88,8 @@ class LogHook(Hook):
     row = {"step": step, "loss": mean.pop("loss"), **mean,  # loss and the aux scalars
            "grad_norm": float(got[-1]["grad_norm"]),
            "learning_rate": float(self.schedule(step - 1)), "tokens_per_s": tok_s,
-           **self.throughput(len(got) / (now - self.t_log))}
+           **self.throughput(len(got) / (now - self.t_log)),
+           **(self.data.usage(step) if self.data else {})}
     if self.log:  # a checkpoint before the next row: the row must be in the bucket first
       ce = t.checkpoint_every
       self.log.write(row, sync=step // ce != (step + self.every) // ce or step >= t.steps)
@@ -95,7 +98,9 @@ class LogHook(Hook):
     self.say(f"step {step:>6}/{t.steps} | loss {row['loss']:.4f} | {tok_s / 1e3:6.1f}k tok/s | "
              f"{row['tflops_per_s']:.3g} TFLOP/s{mfu} | {_duration(now - self.t0)} elapsed, "
              f"eta {_duration(eta)}")
-    self.pending, self.t_log = [], time.time()
+    for line in self.data.epoch_starts(self.logged, step) if self.data else ():
+      self.say(line)
+    self.pending, self.t_log, self.logged = [], time.time(), step
 
   def close(self, state: nnx.State) -> None:
     if self.log:
@@ -119,7 +124,7 @@ class ValidationHook(Hook):
       self.log.write({"step": step, **self.last}, sync=True)
     self.say(f"step {step:>6}/{self.last_step} | validation "
              f"{self.last['val_bits_per_byte']:.4f} bits/byte, {self.last['val_loss']:.4f} "
-             "nats/token")
+             f"nats/token{source_validation.describe(self.last)}")
 
 
 class LmEvalHook(Hook):
@@ -212,9 +217,8 @@ def default_hooks(s: TrainSession, on_step: Callable[[int], None] | None = None)
   """The periodic actions of a training session, in the order they act after each step."""
   cfg, t, say = s.cfg, s.cfg.train, s.say
   log = MetricsLog(s.workdir, s.start, s.metrics_rows) if s.chief else None
-  validate = Validator(s.graphdef, s.tokenizer.token_bytes(), s.val_batches, s.mesh,
-                       s.axis_rules, s.state_sharding, s.batch_sharding, t.loss_chunk)
-  hooks = [ProfileHook(s.workdir, t.profile_steps), LogHook(cfg, s.start, log, say),
+  validate = source_validation.for_session(s)  # each data source's split, and their mean
+  hooks = [ProfileHook(s.workdir, t.profile_steps), LogHook(cfg, s.start, log, say, s.train_iter),
            ValidationHook(validate, t, log, say),
            LmEvalHook(cfg, s.graphdef, s.tokenizer, *s.eval_tasks, log, say),
            CheckpointHook(s.ckpt, cfg, s.train_iter)]

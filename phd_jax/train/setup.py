@@ -18,7 +18,7 @@ from phd_jax.checkpoints.checkpoint import Checkpointer, check_compatible, saved
 from phd_jax.checkpoints.workdir import check_workdir, create_workdir
 from phd_jax.config import resolve_vocab_size, validate_config
 from phd_jax.config.mesh import rules as mesh_rules
-from phd_jax.data import tokenizers, windows
+from phd_jax.data import mixture, tokenizers
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model import sharding
 from phd_jax.model.transformer import param_count
@@ -45,13 +45,14 @@ class TrainSession:
   batch_sharding: jax.sharding.NamedSharding
   train_step: Callable
   train_iter: Iterator  # this host's batches; its position is checkpointed
-  val_batches: list  # global arrays, the same at every validation
+  val_batches: dict  # per data source: global arrays, the same at every validation
   ckpt: Checkpointer
   start: int  # the last step done before this process started (0: a new run)
   say: Callable[..., None]  # prints on process 0 only
   chief: bool
   eval_tasks: tuple[list[str], object]  # config.eval's task names and their lm-eval TaskManager
   metrics_rows: list[dict] | None  # the workdir's metrics.jsonl as it was (process 0; None: none)
+  data: mixture.Mixture | None = None  # the sources, their weights and schedule
 
   def next_batch(self) -> dict:
     return sharding.global_batch(next(self.train_iter), self.batch_sharding)
@@ -73,8 +74,8 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainS
   tasks = eval_tasks.config_tasks(cfg.eval)
   rows = read_log(workdir) if chief else None  # a corrupt metrics.jsonl fails now
   create_workdir(workdir)  # a local one: created, and proved writable
-  splits = windows.load_splits(cfg.data, tok, cfg.model.vocab_size, t.seq_len)
-  say(splits.description)
+  data = mixture.load(cfg.data, tok, cfg.model.vocab_size, t.seq_len, t.batch_size, t.val_batches)
+  say(data.description)
   if chief:
     tokenizers.save_to_run(tok, workdir)  # generate and evaluate load the run's own copy
 
@@ -85,10 +86,9 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainS
   graphdef, state = create_state(cfg, mesh)
   batch_sh = sharding.batch_sharding(mesh, axis_rules)
   state_sh = jax.tree.map(lambda x: x.sharding, state)
-  train_iter = iter(windows.train_dataset(splits.train, t.seq_len, t.batch_size // hosts,
-                                          cfg.data.seed, host, hosts))
-  val = [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
-         for b in windows.val_batches(splits.val, t.seq_len, t.batch_size, t.val_batches)]
+  train_iter = data.train_iterator(t.batch_size, cfg.data.seed, host, hosts)
+  val = {name: [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
+                for b in batches] for name, batches in data.val.items()}
   ckpt = Checkpointer(workdir, t.keep_checkpoints)
   log = warn if chief else (lambda message: None)  # recovery notes, on stderr
   ckpt.clean_temporaries(log)  # what a save cut short (a crash, a full disk) left behind
@@ -111,4 +111,4 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainS
       f"{hosts} host(s); training steps {start + 1}..{t.steps}")
   return TrainSession(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh,
                       batch_sh, make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val,
-                      ckpt, start, say, chief, tasks, rows)
+                      ckpt, start, say, chief, tasks, rows, data)
