@@ -25,10 +25,7 @@ class SourceValidator(Validator):
     self.by_source, self.weights, self.per_source = batches, weights, per_source
 
   def __call__(self, state) -> dict[str, float]:
-    scores = {}
-    for name, batches in self.by_source.items():
-      self.batches = batches
-      scores[name] = super().__call__(state)
+    scores = {name: self.score(state, batches) for name, batches in self.by_source.items()}
     total = sum(self.weights.values())
     out = {k: sum(self.weights[n] * s[k] for n, s in scores.items()) / total
            for k in ("val_loss", "val_bits_per_byte")}

@@ -49,8 +49,12 @@ class Validator:
     self.batches, self.mesh, self.axis_rules = batches, mesh, axis_rules
 
   def __call__(self, state) -> dict[str, float]:
+    return self.score(state, self.batches)
+
+  def score(self, state, batches: list) -> dict[str, float]:
+    """The metrics of `batches` (any list of the validation batches' shape)."""
     with sharding.activate(self.mesh, self.axis_rules):
-      parts = jax.device_get([self.sums(state, b) for b in self.batches])
+      parts = jax.device_get([self.sums(state, b) for b in batches])
     nats = sum(float(p[0]) for p in parts)
     tokens = sum(int(p[1]) for p in parts)
     nbytes = sum(int(p[2]) for p in parts)
