@@ -60,19 +60,17 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int, node_local: bool = False):
     self.directory = fs.join(fs.absolute(workdir), "checkpoints")
     self.node_local = node_local
-    alone = ocp.options.MultiprocessingOptions(  # orbax's local-checkpoint settings (emergency/)
-        primary_host=None, active_processes={jax.process_index()},
-        barrier_sync_key_prefix=f"node_local_{jax.process_index()}")
-    if node_local:  # orbax creates no folder for a subset of processes
-      os.makedirs(self.directory, exist_ok=True)
-    state, config_handler = ((ocp.PyTreeCheckpointHandler(
-        multiprocessing_options=alone, type_handler_registry=_every_shard_held()),
-        ocp.JsonCheckpointHandler(multiprocessing_options=alone)) if node_local else
-        (ocp.StandardCheckpointHandler(), ocp.JsonCheckpointHandler()))
+    state, config_handler, alone = ocp.StandardCheckpointHandler(), ocp.JsonCheckpointHandler(), {}
+    if node_local:  # orbax's local-checkpoint settings (its experimental/emergency)
+      alone = {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+          primary_host=None, active_processes={jax.process_index()},
+          barrier_sync_key_prefix=f"node_local_{jax.process_index()}")}
+      state = ocp.PyTreeCheckpointHandler(type_handler_registry=_every_shard_held(), **alone)
+      config_handler = ocp.JsonCheckpointHandler(**alone)
+      os.makedirs(self.directory, exist_ok=True)  # orbax creates none for a subset of processes
     self.manager = ocp.CheckpointManager(
         self.directory, options=object_store.manager_options(
-            self.directory, max_to_keep=keep, create=not node_local,
-            **({"multiprocessing_options": alone} if node_local else {})),
+            self.directory, max_to_keep=keep, create=not node_local, **alone),
         item_handlers={"state": state, "data": DataStateHandler(), "config": config_handler})
     recovery.quiet_echoes_of_failures()  # orbax's repeats of a failure raised to us
     self.failed: CheckpointSaveError | None = None  # the first save that could not be written
