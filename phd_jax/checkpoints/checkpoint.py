@@ -52,15 +52,26 @@ def warn(message: str) -> None:
 
 
 class Checkpointer:
+  """WORKDIR/checkpoints. `node_local`: a folder on each host's own disk (checkpoints/tiers.py),
+  where every process writes the whole step alone (each shard it holds, its own config and
+  metadata) and waits for no other; otherwise one folder all processes share, where process 0
+  writes what is written once and each array shard is written by one process."""
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, node_local: bool = False):
     self.directory = fs.join(fs.absolute(workdir), "checkpoints")
+    self.node_local = node_local
+    state, config_handler, alone = ocp.StandardCheckpointHandler(), ocp.JsonCheckpointHandler(), {}
+    if node_local:  # orbax's local-checkpoint settings (its experimental/emergency)
+      alone = {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+          primary_host=None, active_processes={jax.process_index()},
+          barrier_sync_key_prefix=f"node_local_{jax.process_index()}")}
+      state = ocp.PyTreeCheckpointHandler(type_handler_registry=_every_shard_held(), **alone)
+      config_handler = ocp.JsonCheckpointHandler(**alone)
+      os.makedirs(self.directory, exist_ok=True)  # orbax creates none for a subset of processes
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=object_store.manager_options(self.directory, max_to_keep=keep, create=True),
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": DataStateHandler(),
-                       "config": ocp.JsonCheckpointHandler()})
+        self.directory, options=object_store.manager_options(
+            self.directory, max_to_keep=keep, create=not node_local, **alone),
+        item_handlers={"state": state, "data": DataStateHandler(), "config": config_handler})
     recovery.quiet_echoes_of_failures()  # orbax's repeats of a failure raised to us
     self.failed: CheckpointSaveError | None = None  # the first save that could not be written
     self._saving: int | None = None  # the step of the latest save started
@@ -80,8 +91,9 @@ class Checkpointer:
     the next save, `wait` or `close`."""
     if self.failed:
       raise self.failed
-    items = dict(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
-                 config=ocp.args.JsonSave(cfg.to_dict()))
+    pure = nnx.to_pure_dict(state)
+    items = dict(state=ocp.args.PyTreeSave(pure) if self.node_local else ocp.args.StandardSave(
+        pure), config=ocp.args.JsonSave(cfg.to_dict()))
     if data_iter is not None:
       items["data"] = DataSave(data_iter)
     with self._storage_errors():
@@ -96,7 +108,8 @@ class Checkpointer:
     Model-only weights (`phd-hf import`) have no optimizer to resume: CheckpointMismatchError.
     """
     target = jax.tree.map(_restore_target, nnx.to_pure_dict(state))
-    items = {"state": ocp.args.StandardRestore(target)}
+    items = {"state": ocp.args.PyTreeRestore(target, ocp.checkpoint_utils.construct_restore_args(
+        target)) if self.node_local else ocp.args.StandardRestore(target)}
     if data_iter is not None and fs.isdir(fs.join(self.directory, str(step), "data")):
       items["data"] = DataRestore(data_iter)
     try:
@@ -139,44 +152,10 @@ class Checkpointer:
   def restore_newest(self, attempt: Callable[[int], Any], log: Log = warn,
                      move_aside: bool = True) -> tuple[int, Any] | None:
     """(step, attempt(step)) of the newest step whose `attempt` (reading its config, state,
-    data position) succeeds; None without steps. Once an older step succeeded, each newer one
-    that failed is named in a `log` line with the reason and, with `move_aside` (training),
-    renamed to STEP.damaged. If none succeeds (a changed optimizer, say, or every step damaged)
-    nothing is moved: a ValueError names each step's reason. A CheckpointMismatchError, or
-    running out of memory, is no damage: it propagates at once."""
-    failed: list[tuple[int, str]] = []
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      reason = None
-      try:
-        result = attempt(step)
-      except CheckpointMismatchError:
-        raise
-      except Exception as e:  # orbax, tensorstore and JSON raise all kinds; Ctrl-C passes
-        if recovery.out_of_memory(e):
-          raise
-        reason = recovery.reason(e, self.directory)
-        recovery.mark_failed(self.directory)
-      if not recovery.on_every_process(reason is None):
-        failed.append((step, reason or "it does not restore on another process"))
-        continue
-      for bad, why in failed:
-        then = (f"moved it aside to {self._move_aside(bad)} (kept, never deleted) and restored "
-                f"step {step}" if move_aside else f"using step {step} instead (left in place: "
-                "the next phd-train run moves it aside)")
-        log(f"warning: checkpoint step {bad} in {self.directory} does not restore ({why}); {then}")
-      if failed and move_aside:
-        if jax.process_count() > 1:
-          ocp.multihost.sync_global_processes("phd_jax_damaged_checkpoints_moved")
-        self.manager.reload()  # the moved steps are no longer listed, saved over or counted
-      return step, result
-    if failed:
-      raise ValueError(
-          f"no checkpoint in {self.directory} restores: "
-          + "; ".join(f"step {s}: {why}" for s, why in failed)
-          + ". Nothing was moved or deleted. If the files are damaged, restore them from a "
-          "backup, or move the checkpoints folder away to start over; if the config changed "
-          "(e.g. the optimizer), train with the config the run was saved with")
-    return None
+    data position) succeeds; None without steps. See restore_first."""
+    found = restore_first([(self, s) for s in sorted(self.manager.all_steps(), reverse=True)],
+                          lambda _, step: attempt(step), log, move_aside)
+    return found[1:] if found else None
 
   def _move_aside(self, step: int) -> str:
     """Renames the step's folder to STEP.damaged (STEP.damaged.1, ... if taken); its new path."""
@@ -185,7 +164,7 @@ class Checkpointer:
     while fs.exists(dest):
       n += 1
       dest = f"{src}.damaged.{n}"
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 or self.node_local:
       try:
         fs.rename(src, dest)
       except OSError as e:
@@ -197,9 +176,10 @@ class Checkpointer:
   def clean_temporaries(self, log: Log = warn) -> list[str]:
     """Removes what saves that never finished left (a crash, a full disk): orbax's temporary
     folders, in a bucket the steps without their commit file; a `log` line, the names removed.
-    Only at a start, before anything is saved (every process calls it; process 0 removes)."""
+    Only at a start, before anything is saved (every process calls it; process 0 removes, or
+    each process from its own node-local folder)."""
     names = []
-    if jax.process_index() == 0 and fs.isdir(self.directory):
+    if (jax.process_index() == 0 or self.node_local) and fs.isdir(self.directory):
       names = sorted(n for n in fs.listdir(self.directory) if temporary(self.directory, n))
       for name in names:
         fs.rmtree(fs.join(self.directory, name))
@@ -266,6 +246,57 @@ class Checkpointer:
         "again: it resumes from the newest intact checkpoint and removes the unfinished save")
 
 
+Candidate = tuple[Checkpointer, int]  # a step of one checkpoint folder
+
+
+def restore_first(candidates: list[Candidate], attempt: Callable[[Checkpointer, int], Any],
+                  log: Log = warn, move_aside: bool = True) -> tuple[Checkpointer, int, Any] | None:
+  """(checkpointer, step, attempt(checkpointer, step)) of the first candidate whose `attempt`
+  succeeds on every process; None without candidates. Once one succeeded, each earlier one that
+  failed is named in a `log` line with the reason and, with `move_aside` (training), renamed to
+  STEP.damaged in its folder. If none succeeds (a changed optimizer, say, or every step damaged)
+  nothing is moved: a ValueError names each step's reason. A CheckpointMismatchError, or
+  running out of memory, is no damage: it propagates at once."""
+  failed: list[tuple[Checkpointer, int, str]] = []
+  for ckpt, step in candidates:
+    reason = None
+    try:
+      result = attempt(ckpt, step)
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # orbax, tensorstore and JSON raise all kinds; Ctrl-C passes
+      if recovery.out_of_memory(e):
+        raise
+      reason = recovery.reason(e, ckpt.directory)
+      recovery.mark_failed(ckpt.directory)
+    if not recovery.on_every_process(reason is None):
+      failed.append((ckpt, step, reason or "it does not restore on another process"))
+      continue
+    where = "" if all(c is ckpt for c, _, _ in failed) else f" in {ckpt.directory}"
+    for bad_ckpt, bad, why in failed:
+      then = (f"moved it aside to {bad_ckpt._move_aside(bad)} (kept, never deleted) and restored "
+              f"step {step}{where}" if move_aside else f"using step {step}{where} instead (left "
+              "in place: the next phd-train run moves it aside)")
+      log(f"warning: checkpoint step {bad} in {bad_ckpt.directory} does not restore ({why}); "
+          f"{then}")
+    if failed and move_aside:
+      if jax.process_count() > 1:
+        ocp.multihost.sync_global_processes("phd_jax_damaged_checkpoints_moved")
+      for moved in {id(c): c for c, _, _ in failed}.values():
+        moved.manager.reload()  # the moved steps are no longer listed, saved over or counted
+    return ckpt, step, result
+  if failed:
+    folders = sorted({c.directory for c, _, _ in failed})
+    raise ValueError(
+        f"no checkpoint in {' or '.join(folders)} restores: "
+        + "; ".join(f"step {s}{f' in {c.directory}' if len(folders) > 1 else ''}: {why}"
+                    for c, s, why in failed)
+        + ". Nothing was moved or deleted. If the files are damaged, restore them from a "
+        "backup, or move the checkpoints folder away to start over; if the config changed "
+        "(e.g. the optimizer), train with the config the run was saved with")
+  return None
+
+
 def saved_run_config(workdir: str) -> ml_collections.ConfigDict | None:
   """The config of the newest checkpoint in `workdir` whose config reads; None if it has none.
   (The training start that follows names and moves aside the steps that do not restore.)"""
@@ -277,6 +308,13 @@ def saved_run_config(workdir: str) -> ml_collections.ConfigDict | None:
   finally:
     ckpt.close()
   return found[1] if found else None
+
+
+def _every_shard_held():
+  """A node-local folder's array writer: each process writes every shard it holds, once (orbax's
+  replica_id None), not only the shards of replica 0, which other hosts may hold."""
+  return ocp.type_handlers.create_type_handler_registry((jax.Array, ocp.type_handlers.ArrayHandler(
+      primary_host=None, replica_id=None, use_replica_parallel=False)))
 
 
 def _restore_target(x) -> jax.ShapeDtypeStruct:

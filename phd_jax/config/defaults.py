@@ -106,6 +106,10 @@ def default_config() -> ml_collections.ConfigDict:
   t.val_batches = 8  # validation batches per measurement (the same ones every time)
   t.checkpoint_every = 200
   t.keep_checkpoints = 2
+  # A second, node-local checkpoint tier (phd_jax/checkpoints/tiers.py; docs/training.md):
+  t.local_checkpoint_every = 0  # steps between saves to local_checkpoint_dir (0: off)
+  t.local_checkpoint_dir = ""  # a folder on each host's own disk (not a bucket); required if on
+  t.keep_local_checkpoints = 2  # the node-local tier keeps only its newest this many steps
   t.grad_accum_steps = 1  # microbatches per step (lax.scan in the step): batch_size / this each
   t.profile_steps = (0, 0)  # (start, stop): jax.profiler trace of steps start..stop-1 into
                             # WORKDIR/profile; an empty range (the default) traces nothing

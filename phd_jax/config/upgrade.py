@@ -23,6 +23,9 @@ ADDED = {
     ("train", "init_from"): "",  # started from scratch (or from an import's step-0 checkpoint)
     ("data", "mixture"): {},  # data mixtures (phd_jax/data/mixture.py)
     ("data", "mixture_schedule"): (),
+    ("train", "local_checkpoint_every"): 0,  # no node-local tier (phd_jax/checkpoints/tiers.py)
+    ("train", "local_checkpoint_dir"): "",
+    ("train", "keep_local_checkpoints"): 2,
 }
 
 

@@ -8,6 +8,7 @@ import os
 import jax
 import ml_collections
 
+from phd_jax import files as fs
 from phd_jax.config.mesh import batch_shards
 from phd_jax.data import mixture
 from phd_jax.spec import POSITION_SCHEMES, PHDSpec
@@ -101,6 +102,7 @@ def validate_config(cfg: ml_collections.ConfigDict, tokenizer_vocab: int) -> PHD
             "checkpoint_every", "keep_checkpoints"):
     _positive_int(t, f, "train")
   _positive_int(t, "grad_accum_steps", "train")
+  _validate_local_tier(t)
   _need(t.batch_size % t.grad_accum_steps == 0, "train.grad_accum_steps", t.grad_accum_steps,
         f"must divide config.train.batch_size={t.batch_size} (equal microbatches)")
   ps = t.profile_steps
@@ -140,6 +142,21 @@ def validate_config(cfg: ml_collections.ConfigDict, tokenizer_vocab: int) -> PHD
         f"each must be a multiple of {shards}, the devices the batch is spread over")
   _validate_tokens(cfg, tokenizer_vocab)
   return spec
+
+
+def _validate_local_tier(t: ml_collections.ConfigDict) -> None:
+  """The node-local checkpoint tier's fields (phd_jax/checkpoints/tiers.py)."""
+  _positive_int(t, "local_checkpoint_every", "train", minimum=0)
+  _positive_int(t, "keep_local_checkpoints", "train")
+  d = t.local_checkpoint_dir
+  _need(isinstance(d, str), "train.local_checkpoint_dir", d, "expected a folder path (a str)")
+  if t.local_checkpoint_every:
+    _need(bool(d), "train.local_checkpoint_dir", d, "required when config.train."
+          f"local_checkpoint_every={t.local_checkpoint_every} > 0: a folder on each host's own "
+          "disk (e.g. /tmp/phd_jax_local)")
+    _need(not fs.is_url(d), "train.local_checkpoint_dir", d, "must be a path on each host's "
+          "own disk, not a bucket URL (gs://, s3://): the workdir is the tier that may be a "
+          "bucket")
 
 
 def _validate_tokens(cfg: ml_collections.ConfigDict, n: int) -> None:

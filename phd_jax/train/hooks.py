@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from phd_jax.checkpoints import tiers
 from phd_jax.checkpoints.checkpoint import Checkpointer
 from phd_jax.data.tokenizers import Tokenizer
 from phd_jax.eval import results as eval_results
@@ -90,9 +91,11 @@ class LogHook(Hook):
            "learning_rate": float(self.schedule(step - 1)), "tokens_per_s": tok_s,
            **self.throughput(len(got) / (now - self.t_log)),
            **(self.data.usage(step) if self.data else {})}
-    if self.log:  # a checkpoint before the next row: the row must be in the bucket first
-      ce = t.checkpoint_every
-      self.log.write(row, sync=step // ce != (step + self.every) // ce or step >= t.steps)
+    if self.log:  # a checkpoint (either tier) before the next row: the row must be in the
+      # bucket first
+      saves = [n for n in (t.checkpoint_every, t.local_checkpoint_every) if n]
+      self.log.write(row, sync=any(step // n != (step + self.every) // n for n in saves)
+                     or step >= t.steps)
     eta = (now - self.t0) / (step - self.start) * (t.steps - step)
     mfu = f" | MFU {row['mfu']:.1%}" if "mfu" in row else ""
     self.say(f"step {step:>6}/{t.steps} | loss {row['loss']:.4f} | {tok_s / 1e3:6.1f}k tok/s | "
@@ -184,6 +187,20 @@ class CheckpointHook(Hook):
     self.ckpt.close()
 
 
+class LocalCheckpointHook(CheckpointHook):
+  """The node-local tier (checkpoints/tiers.py): every config.train.local_checkpoint_every
+  steps, where the workdir's tier does not save; not at a stop (the workdir's tier saves)."""
+
+  at_stop = False
+
+  def __init__(self, ckpt: Checkpointer, cfg: ml_collections.ConfigDict, data_iter):
+    super().__init__(ckpt, cfg, data_iter)
+    self.every = cfg.train.local_checkpoint_every
+
+  def due(self, step: int, stop: bool = False) -> bool:
+    return tiers.local_due(self.cfg.train, step, stop)
+
+
 class ProfileHook(Hook):
   """A jax.profiler trace of config.train.profile_steps into WORKDIR/profile."""
 
@@ -222,4 +239,5 @@ def default_hooks(s: TrainSession, on_step: Callable[[int], None] | None = None)
            ValidationHook(validate, t, log, say),
            LmEvalHook(cfg, s.graphdef, s.tokenizer, *s.eval_tasks, log, say),
            CheckpointHook(s.ckpt, cfg, s.train_iter)]
+  hooks += [LocalCheckpointHook(s.local, cfg, s.train_iter)] if s.local else []
   return hooks + ([CallbackHook(on_step)] if on_step else [])

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from phd_jax.checkpoints import tiers
 from phd_jax.checkpoints.checkpoint import Checkpointer, check_compatible, saved_run_config, warn
 from phd_jax.checkpoints.workdir import check_workdir, create_workdir
 from phd_jax.config import resolve_vocab_size, validate_config
@@ -53,6 +54,7 @@ class TrainSession:
   eval_tasks: tuple[list[str], object]  # config.eval's task names and their lm-eval TaskManager
   metrics_rows: list[dict] | None  # the workdir's metrics.jsonl as it was (process 0; None: none)
   data: mixture.Mixture | None = None  # the sources, their weights and schedule
+  local: Checkpointer | None = None  # the node-local tier (checkpoints/tiers.py); None: off
 
   def next_batch(self) -> dict:
     return sharding.global_batch(next(self.train_iter), self.batch_sharding)
@@ -92,18 +94,20 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainS
   ckpt = Checkpointer(workdir, t.keep_checkpoints)
   log = warn if chief else (lambda message: None)  # recovery notes, on stderr
   ckpt.clean_temporaries(log)  # what a save cut short (a crash, a full disk) left behind
+  local = tiers.open_local(cfg, workdir, state, log)  # None unless train.local_checkpoint_every
 
-  def restore(step: int) -> list[str]:  # checks the config of the step that actually restores
-    changed = check_compatible(workdir, step, ckpt.saved_config(step), cfg)
-    ckpt.restore(step, state, train_iter)
+  def restore(tier: Checkpointer, step: int) -> list[str]:  # checks the step that restores
+    changed = check_compatible(workdir, step, tier.saved_config(step), cfg)
+    tier.restore(step, state, train_iter)
     return changed
 
-  # The newest step that restores; newer damaged ones are named and moved aside (STEP.damaged).
-  found = ckpt.restore_newest(restore, log=log)
-  start = found[0] if found else 0
+  # The newest step that restores from either tier; newer damaged ones are named and moved
+  # aside (STEP.damaged).
+  found = tiers.restore_newest(ckpt, local, restore, log)
+  start = found[1] if found else 0
   if found:
-    say(f"resumed from step {start} in {workdir}"
-        + (f" (changed model fields: {'; '.join(found[1])})" if found[1] else ""))
+    say(f"resumed from step {start} in {workdir}{tiers.describe(found[0], local)}"
+        + (f" (changed model fields: {'; '.join(found[2])})" if found[2] else ""))
   init_from.initialize(cfg, state, tok, start if found else None, say)  # new runs only
   say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
       f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
@@ -111,4 +115,4 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainS
       f"{hosts} host(s); training steps {start + 1}..{t.steps}")
   return TrainSession(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh,
                       batch_sh, make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val,
-                      ckpt, start, say, chief, tasks, rows, data)
+                      ckpt, start, say, chief, tasks, rows, data, local)

@@ -110,3 +110,17 @@ def test_sigterm_on_one_host_stops_both_at_one_step(corpus_glob, tmp_path):
   stop = first["summary"]["step"]
   assert second["summary"]["step"] == stop and 3 < stop < 300
   assert first["latest"] == second["latest"] == stop
+
+
+@pytest.mark.integration
+def test_node_local_tier_on_two_hosts_uses_a_step_only_every_host_holds(corpus_glob, tmp_path):
+  """Two processes, each with its own node-local folder (checkpoints/tiers.py): a step both hold
+  restores, each host from its own disk; one host without its folder makes both resume from the
+  workdir and the other drop its newer step; a state sharded across the hosts is refused."""
+  first, second = _two_processes(corpus_glob, str(tmp_path / "run"), "tiers",
+                                 str(tmp_path / "local"))
+  for res in (first, second):
+    assert res["starts"] == [0, 4, 3]  # new; node-local 4 on both hosts; workdir 3
+    assert res["both"] == [2, 4]
+    assert "needs a whole copy of the training state on every host" in res["refused"]
+  assert first["after"] == [2, 4] and second["after"] == [4]  # 4 dropped on host 0, saved again
