@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from phd_jax.cli import common
 from phd_jax.model import sharding
+from phd_jax.train import goodput
 from phd_jax.train.guard import DivergenceError
 from phd_jax.train.loop import train_and_evaluate
 
@@ -32,7 +33,8 @@ def _main(argv: list[str]) -> None:
   del argv
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                   auto=_DISTRIBUTED.value)
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)  # no --config: the workdir's saved one
+  train_and_evaluate(_CONFIG.value, _WORKDIR.value,  # no --config: the workdir's saved one
+                     started=goodput.process_start())  # the accounting counts the start-up
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ in-training lm-eval evals, checkpoints, profiling.
 A hook runs after every `every`-th step and after the last one. At a preemption stop, those
 whose work must not be lost (the log, the checkpoint) run too, and the slow ones (validation,
 evals) are skipped. The loop calls `before` ahead of each step and `after` behind it, for every
-hook, in order; a new periodic action is a new hook, not a new branch in the loop.
+hook, in order; a new periodic action is a new hook, not a new branch in the loop. Each hook's
+`part` names where its time goes in the run's goodput accounting (phd_jax/train/goodput.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model.flops import Throughput
 from phd_jax.train import source_validation
+from phd_jax.train.goodput import Clock
 from phd_jax.train.metrics import MetricsLog
 from phd_jax.train.profiler import Profiler
 from phd_jax.train.setup import TrainSession
@@ -35,6 +37,7 @@ class Hook:
   every: int = 1
   at_stop: bool = True  # also runs at a preemption stop
   last_step: int = 0  # the run's final step: every hook runs there
+  part: str = "other"  # its calls' time in goodput.PARTS
 
   def due(self, step: int, stop: bool = False) -> bool:
     if stop:
@@ -65,12 +68,16 @@ Say = Callable[..., None]
 
 
 class LogHook(Hook):
-  """Mean training metrics since the last log row: metrics.jsonl, TensorBoard, the console."""
+  """Mean training metrics since the last log row: metrics.jsonl, TensorBoard, the console;
+  with a goodput clock, the run's time per part (time/...)."""
+
+  part = "log"
 
   def __init__(self, cfg: ml_collections.ConfigDict, start: int, log: MetricsLog | None,
-               say: Say = print, data=None):
+               say: Say = print, data=None, clock: Clock | None = None):
     t = cfg.train
     self.data, self.logged = data, start  # the batches' iterator: tokens, epochs per source
+    self.clock = clock
     self.every, self.last_step, self.t, self.start, self.log, self.say = (
         t.log_every, t.steps, t, start, log, say)
     self.throughput, self.schedule = Throughput(cfg, jax.devices()), lr_schedule(t)
@@ -90,7 +97,8 @@ class LogHook(Hook):
            "grad_norm": float(got[-1]["grad_norm"]),
            "learning_rate": float(self.schedule(step - 1)), "tokens_per_s": tok_s,
            **self.throughput(len(got) / (now - self.t_log)),
-           **(self.data.usage(step) if self.data else {})}
+           **(self.data.usage(step) if self.data else {}),
+           **(self.clock.fields() if self.clock else {})}
     if self.log:  # a checkpoint (either tier) before the next row: the row must be in the
       # bucket first
       saves = [n for n in (t.checkpoint_every, t.local_checkpoint_every) if n]
@@ -113,7 +121,7 @@ class LogHook(Hook):
 class ValidationHook(Hook):
   """Validation loss and bits/byte on fixed held-out batches (config.train.val_every)."""
 
-  at_stop = False
+  at_stop, part = False, "validation"
 
   def __init__(self, validate: Validator, t: ml_collections.ConfigDict, log: MetricsLog | None,
                say: Say = print):
@@ -136,7 +144,7 @@ class LmEvalHook(Hook):
   same step. `tasks` and their `manager` are resolved at the run's start
   (eval.tasks.config_tasks), so a bad name fails before anything is built."""
 
-  at_stop = False
+  at_stop, part = False, "eval"
 
   def __init__(self, cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef | None,
                tokenizer: Tokenizer | None, tasks: list[str], manager,
@@ -175,6 +183,8 @@ class LmEvalHook(Hook):
 class CheckpointHook(Hook):
   """State, data position and config, every config.train.checkpoint_every steps and at a stop."""
 
+  part = "checkpoint"
+
   def __init__(self, ckpt: Checkpointer, cfg: ml_collections.ConfigDict, data_iter):
     self.ckpt, self.cfg, self.data_iter = ckpt, cfg, data_iter
     self.every, self.last_step = cfg.train.checkpoint_every, cfg.train.steps
@@ -203,6 +213,8 @@ class LocalCheckpointHook(CheckpointHook):
 
 class ProfileHook(Hook):
   """A jax.profiler trace of config.train.profile_steps into WORKDIR/profile."""
+
+  part = "profile"
 
   def __init__(self, workdir: str, steps: tuple[int, int]):
     self.profiler = Profiler(workdir, tuple(steps))
@@ -235,7 +247,8 @@ def default_hooks(s: TrainSession, on_step: Callable[[int], None] | None = None)
   cfg, t, say = s.cfg, s.cfg.train, s.say
   log = MetricsLog(s.workdir, s.start, s.metrics_rows) if s.chief else None
   validate = source_validation.for_session(s)  # each data source's split, and their mean
-  hooks = [ProfileHook(s.workdir, t.profile_steps), LogHook(cfg, s.start, log, say, s.train_iter),
+  hooks = [ProfileHook(s.workdir, t.profile_steps),
+           LogHook(cfg, s.start, log, say, s.train_iter, s.clock),
            ValidationHook(validate, t, log, say),
            LmEvalHook(cfg, s.graphdef, s.tokenizer, *s.eval_tasks, log, say),
            CheckpointHook(s.ckpt, cfg, s.train_iter)]

@@ -13,6 +13,7 @@ from flax import nnx
 
 from phd_jax.inference.decode import generate
 from phd_jax.model import sharding
+from phd_jax.train import goodput
 from phd_jax.train.guard import DivergenceGuard
 from phd_jax.train.hooks import ValidationHook, default_hooks
 from phd_jax.train.preemption import Preemption
@@ -20,31 +21,43 @@ from phd_jax.train.setup import TrainSession, start_session
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
-                       on_step: Callable[[int], None] | None = None) -> dict:
+                       on_step: Callable[[int], None] | None = None,
+                       started: float | None = None) -> dict:
   """Trains (or resumes) and returns the final summary; `on_step(step)` runs after each step.
-  `cfg` None: the config saved in the workdir."""
-  session = start_session(cfg, workdir)  # every check that can fail, before anything compiles
+  `cfg` None: the config saved in the workdir. `started`: when this process's time accounting
+  begins (phd-train: the process's start, goodput.process_start(); None: now)."""
+  clock = goodput.Clock(started)  # where this process's time goes, part by part
+  session = start_session(cfg, workdir, clock)  # every check that can fail, before compiling
+  clock.open(session.workdir, session.start, session.chief, session.say,
+             session.cfg.train.log_every)  # reads which steps the earlier processes did
   hooks = default_hooks(session, on_step)
   guard = DivergenceGuard(session.ckpt)  # no non-finite state is ever checkpointed
   state, preempted = session.state, None
   try:
     with Preemption() as preemption:
       for step in range(session.start + 1, session.cfg.train.steps + 1):
+        clock.step(step, state)  # productive, or lost: a step an earlier process had done
         for hook in hooks:
-          hook.before(step, state)
+          with clock.part(hook.part):
+            hook.before(step, state)
         with sharding.activate(session.mesh, session.axis_rules):  # traced under the mesh
           state, metrics = session.train_step(state, session.next_batch())
+        clock.done(step)  # recorded before anything (a kill) can end the process
         stop = preemption.requested(step)  # the same answer on every host
         guard.check(step, metrics, now=any(hook.due(step, stop) for hook in hooks))
         for hook in hooks:
-          hook.after(step, state, metrics, stop)
+          with clock.part(hook.part):
+            hook.after(step, state, metrics, stop)
         if stop:
           preempted = step
           break
   finally:  # an interrupted run still finishes writing its last checkpoint
     for hook in hooks:
-      hook.close(state)
+      with clock.part(hook.part):
+        hook.close(state)
+  clock.finish()  # the rest is the run's summary, and its sample
   if preempted:
+    clock.close("preempted")  # the table of where the run's time went; its record saved
     session.say(f"preempted by {preemption.describe()}: saved a checkpoint at step {preempted} "
                 f"in {session.ckpt.directory}; run the same command again to resume")
     return {"step": preempted, "preempted": True}
@@ -65,6 +78,7 @@ def summarize(session: TrainSession, state: nnx.State, validation: ValidationHoo
                       eos_id=tok.eos_id)
     summary["sample"] = t.sample_prompt + tok.decode(ids[0, :n[0]])
     session.say("----- sample -----\n" + summary["sample"] + "\n------------------")
+  session.clock.close("finished")  # the table of where the run's time went; its record saved
   session.say(f"done: steps={t.steps} val_bits_per_byte={val['val_bits_per_byte']:.4f} "
               f"workdir={session.workdir}")
   return summary

@@ -25,6 +25,7 @@ from phd_jax.model import sharding
 from phd_jax.model.transformer import param_count
 from phd_jax.spec import PHDSpec
 from phd_jax.train import init_from
+from phd_jax.train.goodput import Clock
 from phd_jax.train.metrics import read_log
 from phd_jax.train.state import create_state, make_train_step
 
@@ -55,14 +56,19 @@ class TrainSession:
   metrics_rows: list[dict] | None  # the workdir's metrics.jsonl as it was (process 0; None: none)
   data: mixture.Mixture | None = None  # the sources, their weights and schedule
   local: Checkpointer | None = None  # the node-local tier (checkpoints/tiers.py); None: off
+  clock: Clock = dataclasses.field(default_factory=Clock)  # where the time goes (goodput.py)
 
   def next_batch(self) -> dict:
-    return sharding.global_batch(next(self.train_iter), self.batch_sharding)
+    with self.clock.part("data"):
+      return sharding.global_batch(next(self.train_iter), self.batch_sharding)
 
 
-def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainSession:
+def start_session(cfg: ml_collections.ConfigDict | None, workdir: str,
+                  clock: Clock | None = None) -> TrainSession:
   """Validates, builds the state on the mesh and resumes from the workdir's latest checkpoint;
-  `cfg` None: the config saved in the workdir (a run resumed, or imported by phd-hf)."""
+  `cfg` None: the config saved in the workdir (a run resumed, or imported by phd-hf). `clock`:
+  the process's goodput clock (None: one from now), which times the restore."""
+  clock = clock or Clock()
   chief = jax.process_index() == 0  # only process 0 prints and writes metrics
   say = (lambda *a, **k: print(*a, **k, flush=True)) if chief else (lambda *a, **k: None)
   workdir = check_workdir(workdir)  # a file, a bucket out of reach, foreign checkpoints
@@ -103,7 +109,8 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainS
 
   # The newest step that restores from either tier; newer damaged ones are named and moved
   # aside (STEP.damaged).
-  found = tiers.restore_newest(ckpt, local, restore, log)
+  with clock.part("restore"):
+    found = tiers.restore_newest(ckpt, local, restore, log)
   start = found[1] if found else 0
   if found:
     say(f"resumed from step {start} in {workdir}{tiers.describe(found[0], local)}"
@@ -115,4 +122,4 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str) -> TrainS
       f"{hosts} host(s); training steps {start + 1}..{t.steps}")
   return TrainSession(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh,
                       batch_sh, make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val,
-                      ckpt, start, say, chief, tasks, rows, data, local)
+                      ckpt, start, say, chief, tasks, rows, data, local, clock)
