@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from phd_jax.config.defaults import XLA_BLOCK
+from phd_jax.config.defaults import XLA_BLOCK, default_config
 
 # (section, old name) -> new name.
 RENAMED = {
@@ -23,6 +23,7 @@ ADDED = {
     ("train", "init_from"): "",  # started from scratch (or from an import's step-0 checkpoint)
     ("data", "mixture"): {},  # data mixtures (phd_jax/data/mixture.py)
     ("data", "mixture_schedule"): (),
+    ("log", "wandb"): default_config().log.wandb.to_dict(),  # mode "off": TensorBoard only
 }
 
 
@@ -35,5 +36,5 @@ def upgrade(saved: dict) -> ml_collections.ConfigDict:
     if isinstance(fields, dict) and old in fields:
       fields.setdefault(new, fields.pop(old))
   for (section, field), value in ADDED.items():
-    cfg[section].setdefault(field, value)
+    cfg.setdefault(section, {}).setdefault(field, value)  # a section added since: created
   return ml_collections.ConfigDict(cfg)

@@ -26,7 +26,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
   session = start_session(cfg, workdir)  # every check that can fail, before anything compiles
   hooks = default_hooks(session, on_step)
   guard = DivergenceGuard(session.ckpt)  # no non-finite state is ever checkpointed
-  state, preempted = session.state, None
+  state, preempted, summary = session.state, None, {}
   try:
     with Preemption() as preemption:
       for step in range(session.start + 1, session.cfg.train.steps + 1):
@@ -41,6 +41,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
         if stop:
           preempted = step
           break
+    if not preempted:  # before the hooks close: the log (and its W&B mirror) takes the summary
+      summary = summarize(session, state, next(h for h in hooks if isinstance(h, ValidationHook)))
+      for hook in hooks:
+        hook.end(summary)
   finally:  # an interrupted run still finishes writing its last checkpoint
     for hook in hooks:
       hook.close(state)
@@ -48,7 +52,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
     session.say(f"preempted by {preemption.describe()}: saved a checkpoint at step {preempted} "
                 f"in {session.ckpt.directory}; run the same command again to resume")
     return {"step": preempted, "preempted": True}
-  return summarize(session, state, next(h for h in hooks if isinstance(h, ValidationHook)))
+  return summary
 
 
 def summarize(session: TrainSession, state: nnx.State, validation: ValidationHook) -> dict:
