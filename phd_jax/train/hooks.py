@@ -223,8 +223,8 @@ class CallbackHook(Hook):
 def default_hooks(s: TrainSession, on_step: Callable[[int], None] | None = None) -> list[Hook]:
   """The periodic actions of a training session, in the order they act after each step."""
   cfg, t, say = s.cfg, s.cfg.train, s.say
-  log = MetricsLog(s.workdir, s.start, s.metrics_rows, wandb_log.start(cfg, s.workdir)
-                   ) if s.chief else None  # process 0 logs, to W&B too when config.log.wandb is on
+  wandb = wandb_log.start(cfg, s.workdir) if s.chief else None  # config.log.wandb; None: off
+  log = MetricsLog(s.workdir, s.start, s.metrics_rows, wandb) if s.chief else None  # process 0
   validate = source_validation.for_session(s)  # each data source's split, and their mean
   hooks = [ProfileHook(s.workdir, t.profile_steps), LogHook(cfg, s.start, log, say, s.train_iter),
            ValidationHook(validate, t, log, say),

@@ -77,10 +77,15 @@ class WandbLog:
       self._save(self.closed_step)
     self.remote, self.url = fs.is_url(workdir), fs.join(workdir, "wandb")
     self.dir = tempfile.mkdtemp(prefix="phd_jax_wandb_") if self.remote else workdir
-    self.run = wandb.init(
-        project=w.project, entity=w.entity or None, name=w.name or fs.basename(workdir),
-        group=w.group or None, tags=[t.strip() for t in w.tags.split(",") if t.strip()] or None,
-        mode=w.mode, id=self.id, resume="allow", dir=self.dir, reinit="create_new")
+    try:
+      self.run = wandb.init(
+          project=w.project, entity=w.entity or None, name=w.name or fs.basename(workdir),
+          group=w.group or None, tags=[t.strip() for t in w.tags.split(",") if t.strip()] or None,
+          mode=w.mode, id=self.id, resume="allow", dir=self.dir, reinit="create_new")
+    except wandb.errors.Error as e:  # not logged in, no network: one line, as a bad config
+      raise ValueError(f"W&B could not start run {self.id} (config.log.wandb.mode={w.mode!r}): "
+                       f"{e} Or set log.wandb.mode='offline' (then `wandb sync`) or 'off'."
+                       ) from None
     # A resumed run may change fields (more steps, another eval): the latest config wins.
     self.run.config.update({**cfg.to_dict(), "workdir": workdir}, allow_val_change=True)
     self.run.define_metric("step", hidden=True)

@@ -213,3 +213,21 @@ def test_a_bucket_workdir_keeps_its_wandb_run_in_the_bucket(gs_url, corpus_glob,
   assert {s: v for (s, k), v in logged.items() if k == "loss"} == losses(run)
   assert sorted(losses(run)) == [1, 2]
   assert os.listdir(cwd) == []  # no `gs:` folder; W&B's temporary folder is elsewhere
+
+
+@pytest.mark.integration  # a process of its own: W&B's service stays out of the test worker
+def test_wandb_online_without_a_login_fails_with_one_line(tmp_path):
+  pytest.importorskip("wandb", reason="the wandb extra: pip install -e '.[test,wandb]'")
+  code = ("import sys\nfrom phd_jax.config import default_config\n"
+          "from phd_jax.train import wandb_log\n"
+          "cfg = default_config()\ncfg.log.wandb.mode = 'online'\n"
+          "try:\n  wandb_log.start(cfg, sys.argv[1])\nexcept ValueError as e:\n  print(e)\n")
+  env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # no API key
+  env.update(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9",  # no ~/.netrc, no network
+             **wandb_env(tmp_path))
+  done = commands.python(code, tmp_path / "run", clean_env=env, timeout=120)
+  run_id = json.loads((tmp_path / "run" / "wandb_run.json").read_text())["id"]  # kept for a retry
+  [line] = done.stdout.strip().splitlines()  # W&B's own reason in the middle (its wording)
+  assert line.startswith(f"W&B could not start run {run_id} (config.log.wandb.mode='online'): ")
+  assert "API key" in line and "wandb login" in line, line
+  assert line.endswith(" Or set log.wandb.mode='offline' (then `wandb sync`) or 'off'."), line
