@@ -9,12 +9,13 @@ WORKDIR ?= runs/quickstart
 
 # The install goes through uv (from the package index, into the venv) when it can: its parallel
 # downloads take a fraction of pip's time. It byte-compiles as pip does, so that no command pays
-# for it at import. Where uv cannot be had, or fails, plain pip does the same install.
+# for it at import. Where uv cannot be had, or fails, plain pip does the same install. The wandb
+# extra (optional for users) comes along: tests/train/test_wandb.py logs offline runs.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	( $(PY) -m pip install --quiet uv && $(VENV)/bin/uv pip install --quiet --compile-bytecode \
-	    --python $(PY) -e '.[test]' ) || ( $(PY) -m pip install --quiet --upgrade pip \
-	    && $(PY) -m pip install --quiet -e '.[test]' )
+	    --python $(PY) -e '.[test,wandb]' ) || ( $(PY) -m pip install --quiet --upgrade pip \
+	    && $(PY) -m pip install --quiet -e '.[test,wandb]' )
 	touch $(STAMP)
 
 # Pretrains PHD-CSWA (K=2) on this interpreter's standard library, then samples text.

@@ -126,4 +126,14 @@ def default_config() -> ml_collections.ConfigDict:
   e.limit = 0  # documents per task (0: all)
   e.num_fewshot = -1  # -1: each task's default
   e.batch_size = 8  # requests per forward pass
+
+  # Where a run is watched besides metrics.jsonl and TensorBoard (WORKDIR/tb, always written).
+  cfg.log = ml_collections.ConfigDict()
+  cfg.log.wandb = w = ml_collections.ConfigDict()  # Weights & Biases: pip install -e '.[wandb]'
+  w.mode = "off"  # off (wandb is never imported) | online | offline (files in WORKDIR/wandb)
+  w.project = "phd-jax"  # the W&B project
+  w.entity = ""  # the W&B team or user ("": your default entity)
+  w.name = ""  # the run's display name ("": the workdir's folder name)
+  w.group = ""  # runs shown together (e.g. a sweep's seeds); "": none
+  w.tags = ""  # comma separated
   return cfg

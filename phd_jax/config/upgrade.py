@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from phd_jax.config.defaults import XLA_BLOCK
+from phd_jax.config.defaults import XLA_BLOCK, default_config
 
 # (section, old name) -> new name.
 RENAMED = {
@@ -26,6 +26,7 @@ ADDED = {
     ("train", "local_checkpoint_every"): 0,  # no node-local tier (phd_jax/checkpoints/tiers.py)
     ("train", "local_checkpoint_dir"): "",
     ("train", "keep_local_checkpoints"): 2,
+    ("log", "wandb"): default_config().log.wandb.to_dict(),  # mode "off": TensorBoard only
 }
 
 
@@ -38,5 +39,5 @@ def upgrade(saved: dict) -> ml_collections.ConfigDict:
     if isinstance(fields, dict) and old in fields:
       fields.setdefault(new, fields.pop(old))
   for (section, field), value in ADDED.items():
-    cfg[section].setdefault(field, value)
+    cfg.setdefault(section, {}).setdefault(field, value)  # a section added since: created
   return ml_collections.ConfigDict(cfg)

@@ -3,6 +3,7 @@ anything is traced or compiled. It reads no files: what it checks against (the t
 vocabulary) is given by the caller, which loaded it once."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import jax
@@ -17,6 +18,7 @@ ATTENTION_IMPLS = ("dense", "xla", "pallas", "jax")  # phd_jax/model/attention.p
 DTYPES = ("float32", "bfloat16", "float16")
 QK_NORMS = ("full", "head", "none")
 DATA_SOURCES = ("stdlib", "text_files", "tokens", "mixture")
+WANDB_MODES = ("off", "online", "offline")
 VOCAB_MULTIPLE = 128  # model.vocab_size="auto" pads the tokenizer's vocabulary to this (TPU lanes)
 
 
@@ -134,6 +136,7 @@ def validate_config(cfg: ml_collections.ConfigDict, tokenizer_vocab: int) -> PHD
   _positive_int(e, "num_fewshot", "eval", minimum=-1)
   _need(not e.include_path or os.path.isdir(e.include_path), "eval.include_path",
         e.include_path, "expected a directory of task YAMLs (or empty)")
+  _validate_wandb(cfg.log.wandb)
   shards = batch_shards(cfg.mesh, jax.device_count())
   _need(t.batch_size % shards == 0, "train.batch_size", t.batch_size,
         f"must be a multiple of {shards}, the devices config.mesh.rules spread the batch over")
@@ -172,3 +175,16 @@ def _validate_tokens(cfg: ml_collections.ConfigDict, n: int) -> None:
     _need(bool(d.token_dir) != bool(d.token_files), "data.token_dir", d.token_dir,
           "data.source='tokens' needs exactly one of data.token_dir (a phd-prepare output) "
           f"and data.token_files (now {d.token_files!r})")
+
+
+def _validate_wandb(w: ml_collections.ConfigDict) -> None:
+  """log.wandb: a known mode, text fields, and the optional package present when it is on
+  (found, not imported: a run with W&B off never imports it)."""
+  _need(w.mode in WANDB_MODES, "log.wandb.mode", w.mode, f"allowed: {WANDB_MODES}")
+  for f in ("project", "entity", "name", "group", "tags"):
+    _need(isinstance(w[f], str), f"log.wandb.{f}", w[f], "expected a string")
+  _need(w.mode == "off" or bool(w.project), "log.wandb.project", w.project,
+        "name a W&B project when log.wandb.mode is on")
+  _need(w.mode == "off" or importlib.util.find_spec("wandb") is not None, "log.wandb.mode",
+        w.mode, "the wandb package is not installed: pip install -e '.[wandb]' "
+        "(or log.wandb.mode='off')")

@@ -24,7 +24,7 @@ from phd_jax.data.tokenizers import Tokenizer
 from phd_jax.eval import results as eval_results
 from phd_jax.eval import tasks as eval_tasks
 from phd_jax.model.flops import Throughput
-from phd_jax.train import source_validation
+from phd_jax.train import source_validation, wandb_log
 from phd_jax.train.goodput import Clock
 from phd_jax.train.metrics import MetricsLog
 from phd_jax.train.profiler import Profiler
@@ -54,6 +54,9 @@ class Hook:
 
   def act(self, step: int, state: nnx.State) -> None:
     pass
+
+  def end(self, summary: dict) -> None:
+    """The run's final summary (loop.summarize), when it reached its last step; before close."""
 
   def close(self, state: nnx.State) -> None:
     """At the end of the loop, however it ended."""
@@ -112,6 +115,10 @@ class LogHook(Hook):
     for line in self.data.epoch_starts(self.logged, step) if self.data else ():
       self.say(line)
     self.pending, self.t_log, self.logged = [], time.time(), step
+
+  def end(self, summary: dict) -> None:
+    if self.log:
+      self.log.summarize(summary)
 
   def close(self, state: nnx.State) -> None:
     if self.log:
@@ -245,7 +252,8 @@ class CallbackHook(Hook):
 def default_hooks(s: TrainSession, on_step: Callable[[int], None] | None = None) -> list[Hook]:
   """The periodic actions of a training session, in the order they act after each step."""
   cfg, t, say = s.cfg, s.cfg.train, s.say
-  log = MetricsLog(s.workdir, s.start, s.metrics_rows) if s.chief else None
+  wandb = wandb_log.start(cfg, s.workdir) if s.chief else None  # config.log.wandb; None: off
+  log = MetricsLog(s.workdir, s.start, s.metrics_rows, wandb) if s.chief else None  # process 0
   validate = source_validation.for_session(s)  # each data source's split, and their mean
   hooks = [ProfileHook(s.workdir, t.profile_steps),
            LogHook(cfg, s.start, log, say, s.train_iter, s.clock),

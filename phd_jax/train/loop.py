@@ -32,7 +32,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
              session.cfg.train.log_every)  # reads which steps the earlier processes did
   hooks = default_hooks(session, on_step)
   guard = DivergenceGuard(session.ckpt)  # no non-finite state is ever checkpointed
-  state, preempted = session.state, None
+  state, preempted, summary = session.state, None, {}
   try:
     with Preemption() as preemption:
       for step in range(session.start + 1, session.cfg.train.steps + 1):
@@ -51,17 +51,23 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
         if stop:
           preempted = step
           break
+    clock.finish()  # the rest is the run's summary, its sample and the last saves
+    if not preempted:  # before the hooks close: the log (and its W&B mirror) takes the summary
+      summary = summarize(session, state, next(h for h in hooks if isinstance(h, ValidationHook)))
+      for hook in hooks:
+        hook.end(summary)
   finally:  # an interrupted run still finishes writing its last checkpoint
     for hook in hooks:
       with clock.part(hook.part):
         hook.close(state)
-  clock.finish()  # the rest is the run's summary, and its sample
+  clock.close("preempted" if preempted else "finished")  # the table of where the time went
   if preempted:
-    clock.close("preempted")  # the table of where the run's time went; its record saved
     session.say(f"preempted by {preemption.describe()}: saved a checkpoint at step {preempted} "
                 f"in {session.ckpt.directory}; run the same command again to resume")
     return {"step": preempted, "preempted": True}
-  return summarize(session, state, next(h for h in hooks if isinstance(h, ValidationHook)))
+  session.say(f"done: steps={summary['step']} val_bits_per_byte="
+              f"{summary['val_bits_per_byte']:.4f} workdir={session.workdir}")
+  return summary
 
 
 def summarize(session: TrainSession, state: nnx.State, validation: ValidationHook) -> dict:
@@ -78,7 +84,4 @@ def summarize(session: TrainSession, state: nnx.State, validation: ValidationHoo
                       eos_id=tok.eos_id)
     summary["sample"] = t.sample_prompt + tok.decode(ids[0, :n[0]])
     session.say("----- sample -----\n" + summary["sample"] + "\n------------------")
-  session.clock.close("finished")  # the table of where the run's time went; its record saved
-  session.say(f"done: steps={t.steps} val_bits_per_byte={val['val_bits_per_byte']:.4f} "
-              f"workdir={session.workdir}")
   return summary

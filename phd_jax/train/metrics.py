@@ -2,7 +2,8 @@
 
 Every numeric field of a row becomes a TensorBoard scalar at the row's step. On resume, rows past
 the resumed step are dropped from metrics.jsonl and TensorBoard is told to purge its events from
-that step on, so both show one curve, the one the resumed run continues.
+that step on, so both show one curve, the one the resumed run continues. A `mirror` (the W&B run
+of phd_jax/train/wandb_log.py, when config.log.wandb is on) is given every row too.
 
 A workdir in a bucket cannot be appended to: the rows are kept here and the whole file uploaded
 (TensorBoard's events are written to a local folder and mirrored) every UPLOAD_SECS, before each
@@ -25,13 +26,18 @@ class MetricsLog:
 
   UPLOAD_SECS = 30.0
 
-  def __init__(self, workdir: str, resume_step: int, past_rows: list[dict] | None):
+  def __init__(self, workdir: str, resume_step: int, past_rows: list[dict] | None,
+               mirror=None):
     """`past_rows`: the workdir's file as read at start-up (read_log; None: there is none),
-    before anything was built, so a corrupt one failed first; those up to `resume_step` stay."""
+    before anything was built, so a corrupt one failed first; those up to `resume_step` stay.
+    `mirror`: None, or an object with replay(rows), write(row), summarize(summary), close()."""
+    self.mirror = mirror
     self.path, self.remote = log_path(workdir), fs.is_url(workdir)
     self.rows = [r for r in past_rows or [] if r["step"] <= resume_step]
     if past_rows is not None:
       self._rewrite()  # a crash here loses no rows
+    if mirror:
+      mirror.replay(self.rows)  # what a killed process may not have handed over
     self.tb_url = fs.join(workdir, "tb")
     self.tb_dir = tempfile.mkdtemp(prefix="phd_jax_tb_") if self.remote else self.tb_url
     self.tb = SummaryWriter(self.tb_dir, purge_step=resume_step + 1, flush_secs=30)
@@ -42,6 +48,8 @@ class MetricsLog:
     for key, value in row.items():
       if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
         self.tb.add_scalar(key, value, row["step"])
+    if self.mirror:
+      self.mirror.write(row)
     if not self.remote:
       with fs.open(self.path, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -64,8 +72,16 @@ class MetricsLog:
     with fs.atomic_open(self.path) as f:
       f.writelines(json.dumps(r) + "\n" for r in self.rows)
 
+  def summarize(self, summary: dict) -> None:
+    """The run's final numbers and sample (loop.summarize): for the mirror; metrics.jsonl has
+    the numbers already."""
+    if self.mirror:
+      self.mirror.summarize(summary)
+
   def close(self) -> None:
     self.tb.close()
+    if self.mirror:
+      self.mirror.close()
     if self.remote:
       self.flush()
       shutil.rmtree(self.tb_dir, ignore_errors=True)

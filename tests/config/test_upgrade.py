@@ -32,3 +32,11 @@ def test_a_run_saved_under_the_old_names_resumes_under_the_new(corpus_glob, tmp_
   ckpt.close()
   assert saved.train.val_every == 5 and saved.train.val_batches == 1
   assert saved.to_dict() == json.loads(json.dumps(cfg.to_dict()))  # JSON keeps no tuples
+
+
+def test_a_config_saved_before_the_log_section_gets_wandb_off():
+  old = default_config().to_dict()
+  del old["log"]
+  cfg = upgrade(old)
+  assert cfg.log.wandb.mode == "off"
+  assert cfg.to_dict() == default_config().to_dict()
