@@ -32,7 +32,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
       for step in range(session.start + 1, session.cfg.train.steps + 1):
         for hook in hooks:
           hook.before(step, state)
-        with sharding.activate(session.mesh, session.axis_rules):  # traced under the mesh
+        with (sharding.activate(session.mesh, session.axis_rules),  # traced under the mesh
+              jax.profiler.StepTraceAnnotation("train", step_num=step)):  # a step in XProf
           state, metrics = session.train_step(state, session.next_batch())
         stop = preemption.requested(step)  # the same answer on every host
         guard.check(step, metrics, now=any(hook.due(step, stop) for hook in hooks))
