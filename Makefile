@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/quickstart
 
-.PHONY: demo test test-unit test-all test-interop lint eval-data bench results clean
+.PHONY: demo test test-unit test-all test-interop lint eval-data bench bench-device results clean
 
 # The install goes through uv (from the package index, into the venv) when it can: its parallel
 # downloads take a fraction of pip's time. It byte-compiles as pip does, so that no command pays
@@ -65,6 +65,12 @@ test-interop: $(IVENV)/.installed
 bench: $(STAMP)
 	$(PY) -m experiments.bench_train
 	$(PY) -m experiments.bench_inference
+
+# The chip JAX finds, measured: the 151m model's train step and MFU, our attention against the
+# platform's best, decode tokens/s, into docs/results (README: on a GPU or TPU). BENCH_FLAGS adds
+# flags, e.g. BENCH_FLAGS=--train_batch=4 where memory is short.
+bench-device: $(STAMP)
+	$(PY) -m experiments.bench_device $(BENCH_FLAGS)
 
 # docs/results.md: every sweep at full scale, then the latency plots, into docs/results.
 # About 2 hours on 2 CPU cores; finished runs are kept, so rerunning resumes or just redraws.

@@ -11,19 +11,16 @@ name=value ratios to vanilla at the longest length.
 """
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as info
 
 from experiments import cli
+from experiments.attention_paths import PHDSplashMask, splash_attention, splash_kernel
 from pallas_kernels import block_tables, phd_flash_attention, visited_blocks
 from phd_jax.cli import common
-from phd_jax.masks import visible
 from phd_jax.model.attention import attention
 from phd_jax.spec import PHDSpec
 
@@ -31,33 +28,6 @@ _LENS = flags.DEFINE_list("lens", "2048,8192", "Sequence lengths (original token
 _KS = flags.DEFINE_list("ks", "1,2,3,4", "Numbers of copies K.")
 _BLOCK = flags.DEFINE_integer("block", 128, "Tile size: q and kv blocks of BLOCK positions.")
 _NO_SPLASH = flags.DEFINE_bool("no_splash", False, "Skip splash's metadata (slow).")
-
-
-class PHDSplashMask(splash_mask._ComputableMask):  # pylint: disable=protected-access
-  """The PHD visibility rules as a splash-attention mask object (evaluated per block)."""
-
-  def __init__(self, spec: PHDSpec, seq_len: int):
-    self.spec, self.seq_len = spec, seq_len
-    total = spec.num_tokens(seq_len)
-
-    def mask_function(q_ids, kv_ids):
-      xp = np if isinstance(q_ids, np.ndarray) else jnp
-      kh = max(spec.num_copies - 1, 1)
-
-      def coords(t):
-        h = xp.maximum(t - seq_len, 0)
-        return xp.where(t >= seq_len, h // kh, t), xp.where(t >= seq_len, h % kh + 1, 0)
-
-      return visible(spec, *coords(q_ids), *coords(kv_ids))
-
-    super().__init__((total, total), mask_function)
-
-  def __eq__(self, other):
-    return isinstance(other, PHDSplashMask) and (self.spec, self.seq_len) == (other.spec,
-                                                                               other.seq_len)
-
-  def __hash__(self):
-    return hash((self.spec, self.seq_len))
 
 
 def splash_tiles(spec: PHDSpec, seq_len: int, block: int) -> int:
@@ -86,16 +56,11 @@ def compare_outputs(block: int) -> float:
   rng = np.random.default_rng(0)
   q, k, v = (jnp.asarray(rng.normal(size=(1, total, heads, d)), jnp.float32) for _ in range(3))
   ours = phd_flash_attention(q, k, v, spec, block_q=block, block_kv=block, interpret=True)
-  kernel = splash.make_splash_mha(
-      splash_mask.MultiHeadMask((PHDSplashMask(spec, seq_len),) * heads), head_shards=1,
-      q_seq_shards=1, block_sizes=splash.BlockSizes(block_q=block, block_kv=block,
-                                                    block_kv_compute=block), interpret=True)
-  t = lambda x: jnp.swapaxes(x[0], 0, 1)  # [1, T, H, D] -> [H, T, D]
-  theirs = kernel(t(q) / math.sqrt(d), t(k), t(v))
+  theirs = splash_attention(q, k, v, splash_kernel(spec, seq_len, heads, block, interpret=True))
   dense = attention(q, k, v, spec, "dense")
   print(f"  ours vs dense {float(jnp.abs(ours - dense).max()):.2e}, splash vs dense "
-        f"{float(jnp.abs(theirs - t(dense)).max()):.2e}")
-  return float(jnp.abs(t(ours) - theirs).max())
+        f"{float(jnp.abs(theirs - dense).max()):.2e}")
+  return float(jnp.abs(ours - theirs).max())
 
 
 def main(argv: list[str]) -> None:

@@ -10,16 +10,14 @@ and against a peer: the same vanilla model whose attention is `jax.nn.dot_produc
 from __future__ import annotations
 
 import statistics
-import time
 
 import jax
-import jax.numpy as jnp
 from absl import flags
 
 from configs import quickstart
 from experiments import cli
+from experiments.train_timing import build_step, run_step
 from phd_jax.cli import common
-from phd_jax.train.state import create_state, make_train_step
 
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 1024, "Positions per sequence.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 2, "Sequences per step.")
@@ -37,17 +35,13 @@ VARIANTS = {  # name: (variant, K, W, C)
 }
 
 
-def build(name: str, batch_size: int, seq_len: int, attention_impl: str):
+def build(name: str, batch_size: int, seq_len: int, attention_impl: str) -> list:
   cfg = quickstart.get_config()
   variant, k, w, c = VARIANTS[name]
   cfg.model.phd.update(variant=variant, num_copies=k, window=w, chunk=c)
   cfg.model.attention_impl = "jax" if name == "peer" else attention_impl
   cfg.train.update(batch_size=batch_size, seq_len=seq_len)
-  graphdef, state = create_state(cfg)
-  train_step = make_train_step(graphdef, cfg.train)
-  batch = {"inputs": jnp.ones((batch_size, seq_len), jnp.int32),
-           "targets": jnp.ones((batch_size, seq_len), jnp.int32)}
-  return train_step, state, batch
+  return build_step(cfg)
 
 
 def main(argv: list[str]) -> None:
@@ -59,22 +53,13 @@ def main(argv: list[str]) -> None:
 
   runs = {}
   for name in VARIANTS:  # compile and warm up
-    step, state, batch = build(name, batch_size, seq_len, _ATTENTION_IMPL.value)
-    t = time.perf_counter()
-    state, m = step(state, batch)
-    jax.block_until_ready(m)
-    runs[name] = [step, state, batch]
-    print(f"  compiled {name} in {time.perf_counter() - t:.1f}s", flush=True)
+    runs[name] = build(name, batch_size, seq_len, _ATTENTION_IMPL.value)
+    print(f"  compiled {name} in {run_step(runs[name]):.1f}s", flush=True)
 
   times = {name: [] for name in VARIANTS}
   for r in range(rounds):
     for name, run in runs.items():
-      step, state, batch = run
-      t = time.perf_counter()
-      state, m = step(state, batch)
-      jax.block_until_ready(m)
-      times[name].append(time.perf_counter() - t)
-      run[1] = state
+      times[name].append(run_step(run))
     print(f"  round {r + 1}/{rounds}: "
           + " ".join(f"{n}={times[n][-1] * 1e3:.0f}ms" for n in VARIANTS), flush=True)
 

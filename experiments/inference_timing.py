@@ -1,8 +1,9 @@
-"""The inference timings of bench_inference and latency: prefill and decode-step time per variant.
+"""The inference timings of bench_inference, latency and bench_device: prefill and decode-step
+time per variant.
 
-Same model (the quickstart shape) for every variant, batch 1; each variant is compiled and warmed
-up first, then timed round-robin (the order rotated every round) so that machine noise hits every
-variant alike, and the median is kept.
+Same model (the quickstart shape unless told otherwise) for every variant, batch 1 unless told
+otherwise; each variant is compiled and warmed up first, then timed round-robin (the order
+rotated every round) so that machine noise hits every variant alike, and the median is kept.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -31,8 +33,9 @@ CACHE = {"vanilla": ("vanilla", 1, 0, 0), "phd": ("phd", 2, 0, 0),
          "repeat_k2": ("repeat", 2, 0, 0), "repeat_k4": ("repeat", 4, 0, 0)}
 
 
-def model_cfg(variant, k, w, c):
-  m = quickstart.get_config().model
+def model_cfg(variant, k, w, c, base: ml_collections.ConfigDict | None = None):
+  """The model config of a variant: `base` (default: the quickstart model) with its PHD fields."""
+  m = (base or quickstart.get_config().model).copy_and_resolve_references()
   m.phd.update(variant=variant, num_copies=k, window=w, chunk=c)
   return m
 
@@ -67,16 +70,18 @@ def bench_prefill(prompt_lens, rounds, variants=PREFILL):
   return {key: statistics.median(ts) for key, ts in times.items()}
 
 
-def bench_decode(ks, cached, steps, rounds):
-  """Median seconds per decode step for each K of `ks` (phd_cswa) and K=1 (vanilla)."""
+def bench_decode(ks, cached, steps, rounds, batch: int = 1,
+                 base: ml_collections.ConfigDict | None = None):
+  """Median seconds per decode step (one new token per sequence of `batch`) for each K of `ks`
+  (phd_cswa, W=16, C=32) and K=1 (vanilla); `base`: the model (default: quickstart's)."""
   runs = {}
   for k in [1] + ks:
-    m = model_cfg("vanilla", 1, 0, 0) if k == 1 else model_cfg("phd_cswa", k, 16, 32)
+    m = model_cfg("vanilla", 1, 0, 0, base) if k == 1 else model_cfg("phd_cswa", k, 16, 32, base)
     model = Transformer(m, rngs=nnx.Rngs(0))
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (1, cached)), jnp.int32)
-    _, cache = nnx.jit(prefill)(model, tokens, init_cache(m, 1, cached + rounds * steps + 8))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, cached)), jnp.int32)
+    _, cache = nnx.jit(prefill)(model, tokens, init_cache(m, batch, cached + rounds * steps + 8))
     step = nnx.jit(decode_step, donate_argnums=2)
-    token = jnp.zeros((1,), jnp.int32)
+    token = jnp.zeros((batch,), jnp.int32)
     logits, cache = step(model, token, cache)  # compile
     runs[k] = [step, model, token, cache]
   times = {k: [] for k in runs}

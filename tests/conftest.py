@@ -21,6 +21,7 @@ from tests import shared
 LONG_FIRST = (  # node id prefixes, longest first (as measured with -n 2)
     "tests/train/test_scaling.py::test_eight_devices_match_one",
     "tests/test_notebook.py",
+    "tests/experiments/test_bench_device.py::test_quick_run",  # slow: make test-all only
     "tests/train/test_scaling.py::test_two_processes_match_one",
     "tests/data/test_mixture_training.py::test_kill_9",
     "tests/train/test_scaling.py::test_node_local_tier_on_two_hosts",

@@ -40,7 +40,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict | None, workdir: str,
         for hook in hooks:
           with clock.part(hook.part):
             hook.before(step, state)
-        with sharding.activate(session.mesh, session.axis_rules):  # traced under the mesh
+        with (sharding.activate(session.mesh, session.axis_rules),  # traced under the mesh
+              jax.profiler.StepTraceAnnotation("train", step_num=step)):  # a step in XProf
           state, metrics = session.train_step(state, session.next_batch())
         clock.done(step)  # recorded before anything (a kill) can end the process
         stop = preemption.requested(step)  # the same answer on every host

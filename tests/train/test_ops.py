@@ -97,7 +97,16 @@ def test_tensorboard_profile_and_mfu_fields(corpus_glob, tmp_path):
   assert [e.step for e in events.Scalars("val_bits_per_byte")] == [2, 4]
   assert "mfu" not in tags  # a CPU has no peak in the table; TFLOP/s are still logged
   traces = glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)
-  assert traces and os.path.getsize(traces[0]) > 0
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+  assert step_markers(traces[0]) == [2, 3]  # one per profiled step: steps start..stop-1
+
+
+def step_markers(trace: str) -> list[int]:
+  """The step numbers of the "train" step markers (jax.profiler.StepTraceAnnotation) in an
+  XSpace trace, read with jax's own reader: what XProf splits the profile into steps by."""
+  events = [e for plane in jax.profiler.ProfileData.from_file(trace).planes
+            for line in plane.lines for e in line.events if e.name == "train"]
+  return sorted(int(dict(e.stats)["step_num"]) for e in events)
 
 
 def test_peak_table_and_throughput():
