@@ -27,6 +27,7 @@ LONG_FIRST = (  # node id prefixes, longest first (as measured with -n 2)
     "tests/train/test_scaling.py::test_node_local_tier_on_two_hosts",
     "tests/checkpoints/test_checkpoint_tiers.py::test_kill_9",
     "tests/train/test_goodput.py::test_kill_9",
+    "tests/train/test_wandb.py::test_kill_9",
     "tests/configs/test_configs.py",
     "tests/train/test_ops.py::test_sigterm_saves_exits_0_and_rerun_matches_uninterrupted",
     "tests/checkpoints/test_checkpoint_recovery.py::test_a_save_failing_for_storage_ends_with_one_",

@@ -40,6 +40,20 @@ def tiny_flags(corpus_glob, variant="phd_cswa", **train) -> list[str]:
               f"--config.train.{k}={v}" for k, v in {**TINY_TRAIN, **train}.items()]
 
 
+def cut_short(step_dir) -> None:
+  """Truncates the array data files of a checkpoint step's state to their first 4 KiB (a copy cut
+  short: parameters and optimizer moments both). Not to half: OCDBT packs several arrays into one
+  file in an order that varies between saves, so all the parameters may sit in the first halves
+  and a params-only load (phd-generate) would still succeed; the tiny model's embedding alone
+  is larger than 4 KiB."""
+  folder = os.path.join(step_dir, "state", "ocdbt.process_0", "d")
+  files = [os.path.join(folder, n) for n in os.listdir(folder)
+           if os.path.getsize(os.path.join(folder, n)) > 4096]
+  assert files, folder
+  for path in files:
+    os.truncate(path, 4096)
+
+
 def losses(workdir) -> dict[int, float]:
   """{step: loss} of a run's metrics.jsonl; the workdir a local path or a bucket URL."""
   from phd_jax import files

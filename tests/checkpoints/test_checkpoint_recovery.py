@@ -13,7 +13,7 @@ from phd_jax.checkpoints.load import load_run
 from phd_jax.train.loop import train_and_evaluate
 from phd_jax.train.setup import start_session
 from tests import commands
-from tests.helpers import RESUMABLE_RUN, losses, tiny_config, tiny_flags
+from tests.helpers import RESUMABLE_RUN, cut_short, losses, tiny_config, tiny_flags
 from tests.shared import copy_run
 
 pytestmark = pytest.mark.integration
@@ -36,15 +36,7 @@ def run_copy(trained, tmp_path):
 
 
 def _cut_short(workdir, step):
-  """Truncates the array data files of the step's state to their first 4 KiB (a copy cut short:
-  parameters and optimizer moments both). Not to half: OCDBT packs several arrays into one file in
-  an order that varies between saves, so all the parameters may sit in the first halves and a
-  params-only load (phd-generate) would still succeed; the 90 KB embedding cannot fit in 4 KiB."""
-  folder = workdir / "checkpoints" / str(step) / "state" / "ocdbt.process_0" / "d"
-  files = [p for p in folder.iterdir() if p.stat().st_size > 4096]
-  assert files
-  for path in files:
-    os.truncate(path, 4096)
+  cut_short(workdir / "checkpoints" / str(step))
 
 
 def _listing(workdir):

@@ -16,7 +16,7 @@ from phd_jax.data.tokenizers import ByteTokenizer
 from phd_jax.train.loop import train_and_evaluate
 from tests import commands
 from tests.checkpoints.tier_worker import tier_config
-from tests.helpers import RESUMABLE_RUN, Preempted, losses, preempt_after, tiny_config
+from tests.helpers import RESUMABLE_RUN, Preempted, cut_short, losses, preempt_after, tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -91,12 +91,7 @@ def test_a_damaged_local_step_falls_back(corpus_glob, straight, tmp_path, capfd,
   folder = tiers.run_folder(local, str(workdir))
   assert _local_steps(local) == [6, 7]
   for step in damaged:
-    data = os.path.join(folder, "checkpoints", str(step), "state", "ocdbt.process_0", "d")
-    big = [os.path.join(data, n) for n in os.listdir(data)
-           if os.path.getsize(os.path.join(data, n)) > 4096]
-    assert big
-    for path in big:
-      os.truncate(path, os.path.getsize(path) // 2)
+    cut_short(os.path.join(folder, "checkpoints", str(step)))
   capfd.readouterr()
   train_and_evaluate(cfg, str(workdir))
   out, err = capfd.readouterr()

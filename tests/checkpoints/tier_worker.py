@@ -23,8 +23,8 @@ def tier_config(corpus_glob: str, local_dir: str, **train):
 def main(corpus_glob: str, workdir: str, local_dir: str, kill_at: str) -> None:
   real, sessions = loop.start_session, []
 
-  def start_session(cfg, workdir):
-    sessions.append(real(cfg, workdir))
+  def start_session(cfg, workdir, *clock):
+    sessions.append(real(cfg, workdir, *clock))
     return sessions[-1]
   loop.start_session = start_session
 

@@ -50,8 +50,8 @@ def tiers(corpus_glob: str, workdir: str, local: str) -> None:
   from tests.helpers import Preempted, preempt_after, tiny_config
   real, starts = loop.start_session, []
 
-  def start_session(cfg, workdir):
-    session = real(cfg, workdir)
+  def start_session(cfg, workdir, *clock):
+    session = real(cfg, workdir, *clock)
     starts.append(session.start)
     return session
   loop.start_session = start_session
