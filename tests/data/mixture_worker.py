@@ -32,8 +32,8 @@ def record_batches(path: str, patch=setattr) -> None:
   taken from the arguments of the real train step."""
   real = loop.start_session
 
-  def start_session(cfg, workdir):
-    run = real(cfg, workdir)
+  def start_session(cfg, workdir, *clock):
+    run = real(cfg, workdir, *clock)
     step_fn, step = run.train_step, [run.start]
 
     def recorded(state, batch):
