@@ -21,6 +21,11 @@ from tensorboardX import SummaryWriter
 from phd_jax import files as fs
 
 
+def scalars(row: dict) -> dict:
+  """The row's numbers: what TensorBoard and the mirror chart (a sample's text, flags: left out)."""
+  return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class MetricsLog:
   """WORKDIR/metrics.jsonl: one JSON row per logged step, mirrored to TensorBoard (WORKDIR/tb)."""
 
@@ -45,8 +50,8 @@ class MetricsLog:
 
   def write(self, row: dict, sync: bool = False) -> None:
     """Adds a row; `sync`: a checkpoint follows before the next row, so a bucket gets it now."""
-    for key, value in row.items():
-      if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+    for key, value in scalars(row).items():
+      if key != "step":
         self.tb.add_scalar(key, value, row["step"])
     if self.mirror:
       self.mirror.write(row)

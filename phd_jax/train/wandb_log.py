@@ -43,6 +43,7 @@ import tempfile
 import ml_collections
 
 from phd_jax import files as fs
+from phd_jax.train.metrics import scalars
 
 RUN_FILE = "wandb_run.json"  # {"id": the W&B run id, "closed_step": last step of a clean close}
 
@@ -100,8 +101,7 @@ class WandbLog:
 
   def write(self, row: dict) -> None:
     """A metrics.jsonl row: its numbers, at W&B's next `_step` (see the module's docstring)."""
-    self.run.log({k: v for k, v in row.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    self.run.log(scalars(row))
     self.step = row["step"]
 
   def summarize(self, summary: dict) -> None:
