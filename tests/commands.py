@@ -20,9 +20,12 @@ BIN = os.path.dirname(sys.executable)  # the venv's bin: where pip put the phd-*
 
 
 def environment(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
-  """`base` (default: this process's environment) with this checkout first on PYTHONPATH."""
+  """`base` (default: this process's environment) with this checkout first on PYTHONPATH; an
+  XLA_FLAGS in `extra` (a device count) is added to base's (the session's code generation)."""
   base = os.environ if base is None else base
   path = os.pathsep.join(p for p in (ROOT, base.get("PYTHONPATH", "")) if p)
+  if "XLA_FLAGS" in extra:
+    extra["XLA_FLAGS"] = f"{base.get('XLA_FLAGS', '')} {extra['XLA_FLAGS']}".strip()
   return {**base, **OFFLINE, "PYTHONPATH": path, **extra}
 
 

@@ -1,15 +1,28 @@
 """Shared by the tests (a helper lives here once; test modules never import each other): the
 repository root, the tiny training config (in Python and as command-line flags), a run's logged
-losses, the toy multiple-choice task with its brute-force scorer, and the OLMo2 golden fixtures."""
+losses, the toy multiple-choice task with its brute-force scorer, and the OLMo2 golden fixtures;
+a model's forward pass and gradients, compiled."""
 import json
 import os
 
 import numpy as np
+from flax import nnx
 
 from configs import model_tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}  # the tests never download
+
+# ----- a model, compiled -----
+# Tests call a model through these: eager dispatch of a whole model (its scans, op by op) takes
+# longer than compiling it once.
+forward = nnx.jit(lambda model, tokens: model(tokens))  # forward(model, tokens) -> logits
+
+
+def value_and_grad(loss, model, has_aux=False):
+  """nnx.value_and_grad(loss, has_aux)(model), compiled."""
+  return nnx.jit(lambda m: nnx.value_and_grad(loss, has_aux=has_aux)(m))(model)
+
 
 # ----- the tiny training run -----
 TINY_TRAIN = dict(steps=8, batch_size=4, seq_len=32, val_every=100, val_batches=2,

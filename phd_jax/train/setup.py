@@ -97,29 +97,35 @@ def start_session(cfg: ml_collections.ConfigDict | None, workdir: str,
   train_iter = data.train_iterator(t.batch_size, cfg.data.seed, host, hosts)
   val = {name: [sharding.global_batch({k: v[host::hosts] for k, v in b.items()}, batch_sh)
                 for b in batches] for name, batches in data.val.items()}
-  ckpt = Checkpointer(workdir, t.keep_checkpoints)
-  log = warn if chief else (lambda message: None)  # recovery notes, on stderr
-  ckpt.clean_temporaries(log)  # what a save cut short (a crash, a full disk) left behind
-  local = tiers.open_local(cfg, workdir, state, log)  # None unless train.local_checkpoint_every
+  ckpt, local = Checkpointer(workdir, t.keep_checkpoints), None
+  try:  # a start that fails from here closes what it opened, on every process alike
+    log = warn if chief else (lambda message: None)  # recovery notes, on stderr
+    ckpt.clean_temporaries(log)  # what a save cut short (a crash, a full disk) left behind
+    local = tiers.open_local(cfg, workdir, state, log)  # None unless train.local_checkpoint_every
 
-  def restore(tier: Checkpointer, step: int) -> list[str]:  # checks the step that restores
-    changed = check_compatible(workdir, step, tier.saved_config(step), cfg)
-    tier.restore(step, state, train_iter)
-    return changed
+    def restore(tier: Checkpointer, step: int) -> list[str]:  # checks the step that restores
+      changed = check_compatible(workdir, step, tier.saved_config(step), cfg)
+      tier.restore(step, state, train_iter)
+      return changed
 
-  # The newest step that restores from either tier; newer damaged ones are named and moved
-  # aside (STEP.damaged).
-  with clock.part("restore"):
-    found = tiers.restore_newest(ckpt, local, restore, log)
-  start = found[1] if found else 0
-  if found:
-    say(f"resumed from step {start} in {workdir}{tiers.describe(found[0], local)}"
-        + (f" (changed model fields: {'; '.join(found[2])})" if found[2] else ""))
-  init_from.initialize(cfg, state, tok, start if found else None, say)  # new runs only
-  say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
-      f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
-      f"{spec.num_copies * t.seq_len} model tokens per sequence; mesh {dict(mesh.shape)} over "
-      f"{hosts} host(s); training steps {start + 1}..{t.steps}")
-  return TrainSession(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh,
-                      batch_sh, make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val,
-                      ckpt, start, say, chief, tasks, rows, data, local, clock)
+    # The newest step that restores from either tier; newer damaged ones are named and moved
+    # aside (STEP.damaged).
+    with clock.part("restore"):
+      found = tiers.restore_newest(ckpt, local, restore, log)
+    start = found[1] if found else 0
+    if found:
+      say(f"resumed from step {start} in {workdir}{tiers.describe(found[0], local)}"
+          + (f" (changed model fields: {'; '.join(found[2])})" if found[2] else ""))
+    init_from.initialize(cfg, state, tok, start if found else None, say)  # new runs only
+    say(f"model: {param_count(nnx.merge(graphdef, state)[0]) / 1e6:.2f}M params, variant "
+        f"{spec.variant} K={spec.num_copies} W={spec.window} C={spec.chunk}, "
+        f"{spec.num_copies * t.seq_len} model tokens per sequence; mesh {dict(mesh.shape)} over "
+        f"{hosts} host(s); training steps {start + 1}..{t.steps}")
+    return TrainSession(cfg, workdir, spec, tok, mesh, axis_rules, graphdef, state, state_sh,
+                        batch_sh, make_train_step(graphdef, t, state_sh, batch_sh), train_iter, val,
+                        ckpt, start, say, chief, tasks, rows, data, local, clock)
+  except BaseException:
+    for tier in (ckpt, local):
+      if tier is not None:
+        tier.close()
+    raise

@@ -9,7 +9,7 @@ from tests import commands
 def test_sharded_step_compiles_without_full_rematerialization():
   # data x fsdp x tensor = 2 x 2 x 2: the embedding is split on vocab (tensor) and embed (fsdp)
   # while the batch is split on (data, fsdp); the gather used to force a full replication.
-  run = commands.module(  # the script sets the device count from the mesh: no XLA_FLAGS here
+  run = commands.module(  # the script sets the device count from the mesh: none here
       "experiments.memory_per_device", "--config=configs/model_tiny.py:phd_cswa", "--data=2",
       "--fsdp=2", "--tensor=2", "--seq_len=64", "--config.train.loss_chunk=16", timeout=600,
       env={"XLA_FLAGS": ""})

@@ -30,33 +30,38 @@ def _qkv(spec, seq_len, hq=4, hkv=2, d=8, dtype=jnp.float32, seed=0):
   return mk(hq), mk(hkv), mk(hkv)
 
 
-def _loss(impl, spec):
-  # A fixed random projection makes every output element matter to the gradient.
+def _run(impl, spec, **kw):
+  """jit((q, k, v) -> ((loss, out), (dq, dk, dv))): one compilation per implementation gives
+  the output and the gradients (eager dispatch of the scanned blocks is slower than compiling)."""
   def f(q, k, v):
-    out = attention(q, k, v, spec, impl)
+    out = attention(q, k, v, spec, impl, **kw)
+    # A fixed random projection makes every output element matter to the gradient.
     w = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
-    return jnp.sum(out.astype(jnp.float32) * w)
-  return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+    return jnp.sum(out.astype(jnp.float32) * w), out
+  return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
+
+
+def assert_equal_dense(spec, q, k, v, **kw):
+  """attention(impl="xla", **kw) equals the dense masked softmax: outputs, loss and gradients."""
+  ((lx, out_x), gx), ((ld, out_d), gd) = _run("xla", spec, **kw)(q, k, v), _run("dense", spec)(
+      q, k, v)
+  np.testing.assert_allclose(out_x, out_d, atol=2e-6, rtol=1e-5)
+  np.testing.assert_allclose(lx, ld, atol=1e-4)  # a sum of ~2k terms of size ~1
+  for a, b, name in zip(gx, gd, "qkv"):
+    np.testing.assert_allclose(a, b, atol=5e-6, rtol=1e-4, err_msg=f"d{name}")
 
 
 @pytest.mark.parametrize("spec, seq_len", CASES, ids=lambda x: str(x))
 def test_xla_equals_dense(spec, seq_len):
-  q, k, v = _qkv(spec, seq_len)
-  out_x = attention(q, k, v, spec, "xla")
-  out_d = attention(q, k, v, spec, "dense")
-  np.testing.assert_allclose(out_x, out_d, atol=2e-6, rtol=1e-5)
-  (lx, gx), (ld, gd) = _loss("xla", spec)(q, k, v), _loss("dense", spec)(q, k, v)
-  np.testing.assert_allclose(lx, ld, atol=1e-4)  # a sum of ~2k terms of size ~1
-  for a, b, name in zip(gx, gd, "qkv"):
-    np.testing.assert_allclose(a, b, atol=5e-6, rtol=1e-4, err_msg=f"d{name}")
+  assert_equal_dense(spec, *_qkv(spec, seq_len))
 
 
 @pytest.mark.parametrize("hq, hkv", [(2, 2), (6, 2), (4, 1)])
 def test_gqa_groupings(hq, hkv):
   spec = PHDSpec("phd_cswa", 3, window=4, chunk=3)
   q, k, v = _qkv(spec, 8, hq=hq, hkv=hkv)
-  np.testing.assert_allclose(attention(q, k, v, spec, "xla"), attention(q, k, v, spec, "dense"),
-                             atol=2e-6, rtol=1e-5)
+  fwd = lambda impl: jax.jit(lambda q, k, v: attention(q, k, v, spec, impl))(q, k, v)
+  np.testing.assert_allclose(fwd("xla"), fwd("dense"), atol=2e-6, rtol=1e-5)
 
 
 def test_bfloat16_close_to_float32_reference():
@@ -105,14 +110,7 @@ BLOCKED = [(s, n, i % 3 + 1)
 @pytest.mark.parametrize("spec, seq_len, block", BLOCKED, ids=lambda x: str(x))
 def test_blocked_xla_equals_dense(spec, seq_len, block):
   """Small query blocks, so several blocks (and a ragged last one) are exercised per variant."""
-  q, k, v = _qkv(spec, seq_len, seed=block)
-  out = attention(q, k, v, spec, "xla", xla_block=block)
-  np.testing.assert_allclose(out, attention(q, k, v, spec, "dense"), atol=2e-6, rtol=1e-5)
-  f = lambda impl: jax.jit(jax.grad(
-      lambda q, k, v: jnp.sum(attention(q, k, v, spec, impl, xla_block=block) * jnp.sin(
-          jnp.arange(q.size, dtype=jnp.float32)).reshape(q.shape)), argnums=(0, 1, 2)))
-  for a, b, name in zip(f("xla")(q, k, v), f("dense")(q, k, v), "qkv"):
-    np.testing.assert_allclose(a, b, atol=5e-6, rtol=1e-4, err_msg=f"d{name}")
+  assert_equal_dense(spec, *_qkv(spec, seq_len, seed=block), xla_block=block)
 
 
 @pytest.mark.parametrize("spec", [PHDSpec("vanilla", 1), PHDSpec("phd", 3),

@@ -10,6 +10,7 @@ from flax import nnx
 from configs import model_tiny
 from phd_jax.model.losses import lm_loss
 from phd_jax.model.transformer import Transformer
+from tests.helpers import forward, value_and_grad
 
 
 def _model(tie=True, variant="phd_cswa", k=2):
@@ -42,7 +43,7 @@ def _train_cfg(chunk, z):
 # one token per chunk, uneven chunks (13 = 5 + 5 + 3), exactly one chunk, a chunk beyond L
 def test_chunked_loss_and_grads_equal_whole_logits(chunk, tie):
   model, batch = _model(tie), _batch()
-  grad = lambda f: nnx.value_and_grad(f, has_aux=True)(model)
+  grad = lambda f: value_and_grad(f, model, has_aux=True)
   (loss, aux), g = grad(lambda m: lm_loss(m, batch, _train_cfg(chunk, 0.0)))
   (ref, ce), g_ref = grad(lambda m: _reference(m, batch, 0.0))
   np.testing.assert_allclose(loss, ref, rtol=1e-6)
@@ -57,12 +58,12 @@ def test_z_loss_adds_its_term():
   # Scale the head so logsumexp is far from 0 and the z term is large enough to see.
   model.lm_head.kernel[...] = model.lm_head.kernel[...] * 40.0
   z = 1e-2
-  grad = lambda f: nnx.value_and_grad(f, has_aux=True)(model)
+  grad = lambda f: value_and_grad(f, model, has_aux=True)
   (loss, aux), g = grad(lambda m: lm_loss(m, batch, _train_cfg(4, z)))
   (ref, ce), g_ref = grad(lambda m: _reference(m, batch, z))
   (loss0, _), _ = grad(lambda m: lm_loss(m, batch, _train_cfg(4, 0.0)))
   np.testing.assert_allclose(loss, ref, rtol=1e-6)
-  logits = model(batch["inputs"])
+  logits = forward(model, batch["inputs"])
   expected_z = z * np.mean(np.asarray(jax.scipy.special.logsumexp(logits, axis=-1)) ** 2)
   assert expected_z > 1e-3  # a visible effect, not rounding
   np.testing.assert_allclose(aux["z_loss"], expected_z, rtol=1e-5)

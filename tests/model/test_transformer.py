@@ -7,6 +7,7 @@ from flax import nnx
 
 from configs import model_tiny
 from phd_jax.model.transformer import Transformer
+from tests.helpers import forward, value_and_grad
 
 VARIANTS = {
     "vanilla": dict(variant="vanilla", num_copies=1, window=0, chunk=0),
@@ -37,7 +38,7 @@ def test_causal(name, scheme):
   x = tokens()
   t = 6
   y = x.at[:, t + 1:].set((x[:, t + 1:] + 17) % 256)
-  a, b = model(x), model(y)
+  a, b = forward(model, x), forward(model, y)
   np.testing.assert_allclose(a[:, :t + 1], b[:, :t + 1], atol=1e-6)
   assert np.abs(np.asarray(a[:, t + 1:] - b[:, t + 1:])).max() > 1e-3  # the change is visible
 
@@ -46,7 +47,7 @@ def test_phd_with_one_copy_is_vanilla():
   vanilla = Transformer(tiny(**VARIANTS["vanilla"]), rngs=nnx.Rngs(3))
   phd1 = Transformer(tiny(variant="phd", num_copies=1, window=0, chunk=0), rngs=nnx.Rngs(3))
   x = tokens()
-  np.testing.assert_allclose(vanilla(x), phd1(x), atol=1e-6)
+  np.testing.assert_allclose(forward(vanilla, x), forward(phd1, x), atol=1e-6)
   np.testing.assert_array_equal(jax.tree.leaves(nnx.state(vanilla, nnx.Param))[0],
                                 jax.tree.leaves(nnx.state(phd1, nnx.Param))[0])
 
@@ -57,7 +58,7 @@ def test_xla_and_dense_models_agree(name):
   models = {impl: Transformer(tiny(**VARIANTS[name], attention_impl=impl), rngs=nnx.Rngs(1))
             for impl in ("xla", "dense")}
   loss = lambda model: jnp.mean(model(x) ** 2)
-  (lx, gx), (ld, gd) = (nnx.value_and_grad(loss)(models[i]) for i in ("xla", "dense"))
+  (lx, gx), (ld, gd) = (value_and_grad(loss, models[i]) for i in ("xla", "dense"))
   np.testing.assert_allclose(lx, ld, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(gx), jax.tree.leaves(gd)):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
@@ -68,7 +69,7 @@ def test_copies_see_more_than_the_originals():
   x = tokens()
   vanilla = Transformer(tiny(**VARIANTS["vanilla"]), rngs=nnx.Rngs(3))
   phd = Transformer(tiny(**VARIANTS["phd"]), rngs=nnx.Rngs(3))
-  assert np.abs(np.asarray(vanilla(x) - phd(x))).max() > 1e-4
+  assert np.abs(np.asarray(forward(vanilla, x) - forward(phd, x))).max() > 1e-4
 
 
 def test_scan_and_remat_match_the_layer_loop():
@@ -86,9 +87,9 @@ def test_scan_and_remat_match_the_layer_loop():
   for name in ("embed", "final_norm"):
     nnx.update(getattr(scan, name), nnx.state(getattr(loop, name)))
   x = tokens()
-  np.testing.assert_allclose(loop(x), scan(x), atol=1e-5)
-  g_loop = nnx.grad(lambda mod: mod(x).mean())(loop)
-  g_scan = nnx.grad(lambda mod: mod(x).mean())(scan)
+  np.testing.assert_allclose(forward(loop, x), forward(scan, x), atol=1e-5)
+  _, g_loop = value_and_grad(lambda mod: mod(x).mean(), loop)
+  _, g_scan = value_and_grad(lambda mod: mod(x).mean(), scan)
   np.testing.assert_allclose(g_loop["embed"]["embedding"][...], g_scan["embed"]["embedding"][...],
                              atol=1e-6)
 
@@ -98,7 +99,7 @@ def test_copy_embedding_and_bf16_run():
   m.update(dtype="bfloat16", tie_embeddings=False)
   model = Transformer(m, rngs=nnx.Rngs(0))
   assert model.copy_embed[...].shape == (2, m.d_model)
-  out = model(tokens())
+  out = forward(model, tokens())
   assert out.dtype == jnp.float32 and out.shape == (2, 12, m.vocab_size)
   assert np.isfinite(np.asarray(out)).all()
 

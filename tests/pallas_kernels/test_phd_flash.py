@@ -11,6 +11,7 @@ from pallas_kernels import phd_flash_attention
 from phd_jax.model.attention import attention
 from phd_jax.model.transformer import Transformer
 from phd_jax.spec import PHDSpec
+from tests.helpers import value_and_grad
 
 CASES = [  # (spec, L, block_q, block_kv): L not a multiple of the block, W < and > a block,
     # chunk borders inside blocks, K from 1 to 4
@@ -32,8 +33,11 @@ def _inputs(spec, seq_len, hq=4, hkv=2, d=16, dtype=jnp.float32, seed=0):
 
 
 def _value_and_grads(fn, q, k, v, w):
-  loss = lambda q, k, v: jnp.sum(w * fn(q, k, v).astype(jnp.float32))
-  return jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+  """((loss, out), (dq, dk, dv)) from one compilation (eager interpret mode is slower)."""
+  def loss(q, k, v):
+    out = fn(q, k, v)
+    return jnp.sum(w * out.astype(jnp.float32)), out
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
 
 
 @pytest.mark.parametrize("spec, seq_len, bq, bk", CASES, ids=lambda x: str(x))
@@ -41,8 +45,9 @@ def test_forward_and_gradients_equal_dense(spec, seq_len, bq, bk):
   q, k, v, w = _inputs(spec, seq_len)
   kernel = lambda q, k, v: phd_flash_attention(q, k, v, spec, block_q=bq, block_kv=bk)
   dense = lambda q, k, v: attention(q, k, v, spec, "dense")
-  np.testing.assert_allclose(kernel(q, k, v), dense(q, k, v), atol=2e-6, rtol=1e-5)
-  (lp, gp), (ld, gd) = _value_and_grads(kernel, q, k, v, w), _value_and_grads(dense, q, k, v, w)
+  ((lp, out_p), gp), ((ld, out_d), gd) = (_value_and_grads(kernel, q, k, v, w),
+                                          _value_and_grads(dense, q, k, v, w))
+  np.testing.assert_allclose(out_p, out_d, atol=2e-6, rtol=1e-5)
   np.testing.assert_allclose(lp, ld, atol=1e-4)
   for a, b, name in zip(gp, gd, "qkv"):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4, err_msg=f"d{name}")
@@ -55,11 +60,10 @@ def test_bfloat16(spec):
   dense = lambda q, k, v: attention(q, k, v, spec, "dense")
   bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
   kernel = lambda q, k, v: phd_flash_attention(q, k, v, spec, block_q=16, block_kv=16)
-  out = kernel(*bf)
+  (_, out), gp = _value_and_grads(kernel, *bf, w)
+  (_, ref), gd = _value_and_grads(dense, q, k, v, w)
   assert out.dtype == jnp.bfloat16
-  np.testing.assert_allclose(out.astype(jnp.float32), dense(q, k, v), atol=4e-2, rtol=4e-2)
-  _, gp = _value_and_grads(kernel, *bf, w)
-  _, gd = _value_and_grads(dense, q, k, v, w)
+  np.testing.assert_allclose(out.astype(jnp.float32), ref, atol=4e-2, rtol=4e-2)
   for a, b in zip(gp, gd):
     np.testing.assert_allclose(a.astype(jnp.float32), b, atol=0.15, rtol=0.1)
 
@@ -90,7 +94,7 @@ def test_model_with_pallas_equals_xla():
     m.attention_impl = impl
     models[impl] = Transformer(m, rngs=nnx.Rngs(1))
   loss = lambda model: jnp.mean(model(x) ** 2)
-  (lx, gx), (lp, gp) = (nnx.value_and_grad(loss)(models[i]) for i in ("xla", "pallas"))
+  (lx, gx), (lp, gp) = (value_and_grad(loss, models[i]) for i in ("xla", "pallas"))
   np.testing.assert_allclose(lp, lx, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(gx)):
     np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)

@@ -3,6 +3,7 @@
 argv: corpus glob, workdir, coordinator port, process id[, "preempt" | "tiers" LOCAL_BASE].
 Prints one JSON line (process 0; with "preempt" or "tiers", every process).
 """
+import faulthandler
 import json
 import os
 import signal
@@ -15,6 +16,9 @@ from phd_jax.model import sharding
 
 def main(corpus_glob: str, workdir: str, port: str, process_id: str, mode: str = "",
          local_base: str = "") -> None:
+  # A process that stalls (the other then times out at a barrier) shows where: every thread's
+  # stack on stderr every 120 s, which the test prints when a process fails.
+  faulthandler.dump_traceback_later(120, repeat=True)
   sharding.initialize_distributed(f"127.0.0.1:{port}", 2, int(process_id))
   if mode == "tiers":
     return tiers(corpus_glob, workdir, os.path.join(local_base, f"host{process_id}"))

@@ -76,8 +76,9 @@ def _two_processes(corpus_glob: str, workdir: str, *extra: str) -> list[dict]:
     for p in procs:
       p.kill()
       p.wait()
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  codes = [p.returncode for p in procs]
+  assert codes == [0, 0], "\n".join(f"--- process {i} exited {c}:\n{err[-4000:]}"
+                                     for i, (c, (_, err)) in enumerate(zip(codes, outs)))
   lines = [[l for l in out.splitlines() if l.startswith("RESULTS ")] for out, _ in outs]
   return [json.loads(l[0][len("RESULTS "):]) if l else None for l in lines]
 
