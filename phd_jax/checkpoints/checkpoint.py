@@ -61,6 +61,7 @@ class Checkpointer:
     self.directory = fs.join(fs.absolute(workdir), "checkpoints")
     self.node_local = node_local
     state, config_handler, alone = ocp.StandardCheckpointHandler(), ocp.JsonCheckpointHandler(), {}
+    extra = {}
     if node_local:  # orbax's local-checkpoint settings (its experimental/emergency)
       alone = {"multiprocessing_options": ocp.options.MultiprocessingOptions(
           primary_host=None, active_processes={jax.process_index()},
@@ -68,9 +69,12 @@ class Checkpointer:
       state = ocp.PyTreeCheckpointHandler(type_handler_registry=_every_shard_held(), **alone)
       config_handler = ocp.JsonCheckpointHandler(**alone)
       os.makedirs(self.directory, exist_ok=True)  # orbax creates none for a subset of processes
+      # A step's folders made before its items are written: made in the background, they were
+      # at times missing when an item was written (two hosts, a workdir save also in flight).
+      extra["async_options"] = ocp.AsyncOptions(create_directories_asynchronously=False)
     self.manager = ocp.CheckpointManager(
         self.directory, options=object_store.manager_options(
-            self.directory, max_to_keep=keep, create=not node_local, **alone),
+            self.directory, max_to_keep=keep, create=not node_local, **alone, **extra),
         item_handlers={"state": state, "data": DataStateHandler(), "config": config_handler})
     recovery.quiet_echoes_of_failures()  # orbax's repeats of a failure raised to us
     self.failed: CheckpointSaveError | None = None  # the first save that could not be written

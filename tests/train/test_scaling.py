@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
@@ -70,8 +71,10 @@ def _two_processes(corpus_glob: str, workdir: str, *extra: str) -> list[dict]:
                            corpus_glob, workdir, port, i, *extra],
                           env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
            for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=600) for p in procs]
+  try:  # both drained at once: a process whose pipe fills (64 KiB of logs) would stall, and the
+    # other time out at the shutdown barrier, if one were read only after the other exited
+    with ThreadPoolExecutor(2) as pool:
+      outs = list(pool.map(lambda p: p.communicate(timeout=600), procs))
   finally:  # never leave a process behind, whatever happened
     for p in procs:
       p.kill()
