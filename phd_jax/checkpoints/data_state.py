@@ -7,7 +7,6 @@ process's file, or when the run now has another number of hosts, process 0's of 
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from typing import Any
@@ -17,28 +16,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 
-class DataStateHandler(ocp.AsyncCheckpointHandler):
-  """Saves `item.get_state()` (a JSON-able dict) and restores it with `item.set_state`.
-
-  Asynchronous as orbax's own JSON handler is: the position is read at the save call (training
-  then moves the iterator on) and written by a commit future that waits for orbax's signal that
-  the step's folders exist. A plain synchronous handler may run before they do (seen with the
-  node-local tier on two hosts: a FileNotFoundError in the save, then a stalled run)."""
-
-  async def async_save(self, directory: epath.Path, item=None,
-                       args: DataSave | None = None) -> list[ocp.future.Future]:
-    text = json.dumps((item or args.item).get_state(), indent=1)  # now, not when written
-    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-
-    async def write() -> None:
-      (directory / name).write_text(text)
-    return [ocp.future.CommitFutureAwaitingContractedSignals(write(), name="data_state_save")]
+class DataStateHandler(ocp.CheckpointHandler):
+  """Saves `item.get_state()` (a JSON-able dict) and restores it with `item.set_state`."""
 
   def save(self, directory: epath.Path, item=None, args: DataSave | None = None) -> None:
-    async def run() -> None:
-      for done in await self.async_save(directory, item, args):
-        done.result()
-    asyncio.run(run())
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    (directory / name).write_text(json.dumps((item or args.item).get_state(), indent=1))
 
   def restore(self, directory: epath.Path, item=None, args: DataRestore | None = None) -> Any:
     item = item or args.item
