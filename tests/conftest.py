@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests import shared
+from tests.shared import FAST_COMPILE
 
 LONG_FIRST = (  # node id prefixes, longest first (as measured with -n 2)
     "tests/train/test_scaling.py::test_eight_devices_match_one",
@@ -47,8 +48,6 @@ LONG_FIRST = (  # node id prefixes, longest first (as measured with -n 2)
     "tests/eval/test_paper_suite.py::test_paper_suite_offline_from_the_command_line_and_during_",
     "tests/interop/test_init_from.py::test_continued_pretraining_from_olmo2_through_the_commands",
 )
-FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
-                "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1")
 CACHE_ENV = {  # every program, however small or quick to compile, is cached
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",

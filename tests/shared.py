@@ -20,6 +20,10 @@ from collections.abc import Callable
 import ml_collections
 from filelock import FileLock
 
+# XLA's cheapest CPU code generation, for the whole session (tests/conftest.py adds it to XLA_FLAGS)
+FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1")
+
 
 def built_once(root: pathlib.Path, name: str,
                build: Callable[[pathlib.Path], None]) -> pathlib.Path:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from phd_jax.checkpoints.load import load_run
 from phd_jax.cli import common
-from phd_jax.data import tokenizers
-from phd_jax.inference import decode
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (holds checkpoints/).")
 _PROMPT = flags.DEFINE_multi_string("prompt", ["def "], "Prompt text; repeat for a batch.")
@@ -25,6 +22,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 def _main(argv: list[str]) -> None:
   del argv
+  # JAX and the library load here, not at import: --help and a missing flag answer at once.
+  from phd_jax.checkpoints.load import load_run
+  from phd_jax.data import tokenizers
+  from phd_jax.inference import decode
+
   model, cfg, step = load_run(_WORKDIR.value)
   tok = tokenizers.for_run(_WORKDIR.value, cfg)  # the run's own tokenizer, saved at training start
   out, n = decode.generate(model, [tok.encode(p) for p in _PROMPT.value], _MAX_NEW.value,

@@ -22,10 +22,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from phd_jax import files as fs
-from phd_jax.checkpoints.load import load_run
 from phd_jax.cli import common
-from phd_jax.data.tokenizers import for_run
-from phd_jax.interop.olmo2 import import_weights, save_olmo2
 
 USAGE = ("usage: phd-hf import --hf_dir=DIR --out=WEIGHTS [--config=CFG]\n"
          "       phd-hf export --workdir=RUN --out=DIR")
@@ -41,6 +38,11 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Import: the tokenizer (toke
 
 
 def _main(argv: list[str]) -> None:
+  # JAX and the library load here, not at import: --help and a missing flag answer at once.
+  from phd_jax.checkpoints.load import load_run
+  from phd_jax.data.tokenizers import for_run
+  from phd_jax.interop.olmo2 import import_weights, save_olmo2
+
   command = argv[1] if len(argv) == 2 else None
   if command == "import":
     if _WORKDIR.value and not _OUT.value:

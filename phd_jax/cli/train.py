@@ -12,10 +12,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from phd_jax.cli import common
-from phd_jax.model import sharding
-from phd_jax.train import goodput
-from phd_jax.train.guard import DivergenceError
-from phd_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (a get_config() module, e.g. configs/quickstart.py); "
@@ -31,14 +27,24 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process
 
 def _main(argv: list[str]) -> None:
   del argv
+  # JAX and the library load here, not at import: --help and a missing flag answer at once.
+  from phd_jax.model import sharding
+  from phd_jax.train import goodput
+  from phd_jax.train.guard import DivergenceError
+  from phd_jax.train.loop import train_and_evaluate
+
+  started = goodput.process_start()  # the accounting counts the start-up
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                   auto=_DISTRIBUTED.value)
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value,  # no --config: the workdir's saved one
-                     started=goodput.process_start())  # the accounting counts the start-up
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value,  # no --config: the workdir's saved one
+                       started=started)
+  except DivergenceError as e:  # an expected end: one error line, as for a bad config
+    raise ValueError(str(e)) from None
 
 
 def main() -> None:
-  common.launch(_main, required=["workdir"], errors=(ValueError, DivergenceError))
+  common.launch(_main, required=["workdir"])
 
 
 if __name__ == "__main__":
