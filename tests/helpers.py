@@ -5,6 +5,8 @@ a model's forward pass and gradients, compiled."""
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -22,6 +24,15 @@ forward = nnx.jit(lambda model, tokens: model(tokens))  # forward(model, tokens)
 def value_and_grad(loss, model, has_aux=False):
   """nnx.value_and_grad(loss, has_aux)(model), compiled."""
   return nnx.jit(lambda m: nnx.value_and_grad(loss, has_aux=has_aux)(m))(model)
+
+
+def weighted_value_and_grads(attend, q, k, v, w):
+  """((loss, out), (dq, dk, dv)) of loss = sum(w * attend(q, k, v)), from one compilation: a
+  fixed random w makes every output element matter to the gradients."""
+  def loss(q, k, v):
+    out = attend(q, k, v)
+    return jnp.sum(w * out.astype(jnp.float32)), out
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
 
 
 # ----- the tiny training run -----

@@ -7,6 +7,7 @@ import pytest
 
 from phd_jax.model.attention import attention, sdpa_implementation
 from phd_jax.spec import PHDSpec
+from tests.helpers import weighted_value_and_grads
 
 CASES = [  # (spec, L): L not a multiple of C, W larger than L, K up to 4
     (PHDSpec("vanilla", 1), 9),
@@ -30,21 +31,12 @@ def _qkv(spec, seq_len, hq=4, hkv=2, d=8, dtype=jnp.float32, seed=0):
   return mk(hq), mk(hkv), mk(hkv)
 
 
-def _run(impl, spec, **kw):
-  """jit((q, k, v) -> ((loss, out), (dq, dk, dv))): one compilation per implementation gives
-  the output and the gradients (eager dispatch of the scanned blocks is slower than compiling)."""
-  def f(q, k, v):
-    out = attention(q, k, v, spec, impl, **kw)
-    # A fixed random projection makes every output element matter to the gradient.
-    w = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
-    return jnp.sum(out.astype(jnp.float32) * w), out
-  return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
-
-
 def assert_equal_dense(spec, q, k, v, **kw):
   """attention(impl="xla", **kw) equals the dense masked softmax: outputs, loss and gradients."""
-  ((lx, out_x), gx), ((ld, out_d), gd) = _run("xla", spec, **kw)(q, k, v), _run("dense", spec)(
-      q, k, v)
+  w = jnp.cos(jnp.arange(q.size, dtype=jnp.float32)).reshape(q.shape)  # out's shape is q's
+  run = lambda impl, **kw: weighted_value_and_grads(
+      lambda q, k, v: attention(q, k, v, spec, impl, **kw), q, k, v, w)
+  ((lx, out_x), gx), ((ld, out_d), gd) = run("xla", **kw), run("dense")
   np.testing.assert_allclose(out_x, out_d, atol=2e-6, rtol=1e-5)
   np.testing.assert_allclose(lx, ld, atol=1e-4)  # a sum of ~2k terms of size ~1
   for a, b, name in zip(gx, gd, "qkv"):

@@ -11,7 +11,7 @@ from pallas_kernels import phd_flash_attention
 from phd_jax.model.attention import attention
 from phd_jax.model.transformer import Transformer
 from phd_jax.spec import PHDSpec
-from tests.helpers import value_and_grad
+from tests.helpers import value_and_grad, weighted_value_and_grads
 
 CASES = [  # (spec, L, block_q, block_kv): L not a multiple of the block, W < and > a block,
     # chunk borders inside blocks, K from 1 to 4
@@ -32,21 +32,13 @@ def _inputs(spec, seq_len, hq=4, hkv=2, d=16, dtype=jnp.float32, seed=0):
   return mk(hq), mk(hkv), mk(hkv), jnp.asarray(rng.normal(size=(2, t, hq, d)), jnp.float32)
 
 
-def _value_and_grads(fn, q, k, v, w):
-  """((loss, out), (dq, dk, dv)) from one compilation (eager interpret mode is slower)."""
-  def loss(q, k, v):
-    out = fn(q, k, v)
-    return jnp.sum(w * out.astype(jnp.float32)), out
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
-
-
 @pytest.mark.parametrize("spec, seq_len, bq, bk", CASES, ids=lambda x: str(x))
 def test_forward_and_gradients_equal_dense(spec, seq_len, bq, bk):
   q, k, v, w = _inputs(spec, seq_len)
   kernel = lambda q, k, v: phd_flash_attention(q, k, v, spec, block_q=bq, block_kv=bk)
   dense = lambda q, k, v: attention(q, k, v, spec, "dense")
-  ((lp, out_p), gp), ((ld, out_d), gd) = (_value_and_grads(kernel, q, k, v, w),
-                                          _value_and_grads(dense, q, k, v, w))
+  ((lp, out_p), gp), ((ld, out_d), gd) = (weighted_value_and_grads(kernel, q, k, v, w),
+                                          weighted_value_and_grads(dense, q, k, v, w))
   np.testing.assert_allclose(out_p, out_d, atol=2e-6, rtol=1e-5)
   np.testing.assert_allclose(lp, ld, atol=1e-4)
   for a, b, name in zip(gp, gd, "qkv"):
@@ -60,8 +52,8 @@ def test_bfloat16(spec):
   dense = lambda q, k, v: attention(q, k, v, spec, "dense")
   bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
   kernel = lambda q, k, v: phd_flash_attention(q, k, v, spec, block_q=16, block_kv=16)
-  (_, out), gp = _value_and_grads(kernel, *bf, w)
-  (_, ref), gd = _value_and_grads(dense, q, k, v, w)
+  (_, out), gp = weighted_value_and_grads(kernel, *bf, w)
+  (_, ref), gd = weighted_value_and_grads(dense, q, k, v, w)
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(out.astype(jnp.float32), ref, atol=4e-2, rtol=4e-2)
   for a, b in zip(gp, gd):
