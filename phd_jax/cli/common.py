@@ -3,6 +3,7 @@ quieted, and an expected failure (a bad flag, config, path or checkpoint) as one
 on stderr with exit status 1, never a traceback."""
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable, Sequence
 
@@ -27,3 +28,15 @@ def launch(main: Callable[[list[str]], None], required: Sequence[str] = (),
       sys.exit(f"error: {e}")
 
   app.run(wrapped)
+
+
+def libraries_loaded() -> None:
+  """Called by a command once JAX and the library are imported: the cyclic garbage collector then
+  leaves those modules' objects alone (gc.freeze: they live as long as the process) and runs less
+  often. Tracing allocates objects by the million; with Python's defaults a young collection
+  runs every 700 allocations and a full one walks every object of jax, flax, optax, orbax and
+  grain, about a seventh of a short run's CPU time (a tiny phd-train run: 7.6 s of CPU with the
+  defaults, 6.4 s with this). Garbage made later is collected as before, only in larger batches.
+  """
+  gc.set_threshold(50_000, 20, 20)  # the defaults: 700, 10, 10
+  gc.freeze()

@@ -62,6 +62,7 @@ def evaluate(tasks: list[str]) -> None:
   from lm_eval.utils import make_table
 
   from phd_jax.eval.harness import PHDLM  # lm-eval's model stack: after the checks above
+  common.libraries_loaded()
   manager = eval_tasks.resolve_tasks(tasks, _INCLUDE.value)
   built = eval_tasks.load_tasks(tasks, manager)  # every task's data, before the model loads
   lm = PHDLM.from_run(_WORKDIR.value, _BATCH.value, probed=True)  # main probed the workdir

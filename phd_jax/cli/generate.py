@@ -26,6 +26,7 @@ def _main(argv: list[str]) -> None:
   from phd_jax.checkpoints.load import load_run
   from phd_jax.data import tokenizers
   from phd_jax.inference import decode
+  common.libraries_loaded()
 
   model, cfg, step = load_run(_WORKDIR.value)
   tok = tokenizers.for_run(_WORKDIR.value, cfg)  # the run's own tokenizer, saved at training start

@@ -42,6 +42,7 @@ def _main(argv: list[str]) -> None:
   from phd_jax.checkpoints.load import load_run
   from phd_jax.data.tokenizers import for_run
   from phd_jax.interop.olmo2 import import_weights, save_olmo2
+  common.libraries_loaded()
 
   command = argv[1] if len(argv) == 2 else None
   if command == "import":

@@ -32,6 +32,7 @@ def _main(argv: list[str]) -> None:
   from phd_jax.train import goodput
   from phd_jax.train.guard import DivergenceError
   from phd_jax.train.loop import train_and_evaluate
+  common.libraries_loaded()
 
   started = goodput.process_start()  # the accounting counts the start-up
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,

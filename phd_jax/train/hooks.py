@@ -83,7 +83,8 @@ class LogHook(Hook):
     self.clock = clock
     self.every, self.last_step, self.t, self.start, self.log, self.say = (
         t.log_every, t.steps, t, start, log, say)
-    self.throughput, self.schedule = Throughput(cfg, jax.devices()), lr_schedule(t)
+    # jitted: the schedule is a dozen jnp ops, which eagerly compile one by one
+    self.throughput, self.schedule = Throughput(cfg, jax.devices()), jax.jit(lr_schedule(t))
     self.pending: list[dict] = []
     self.t0 = self.t_log = time.time()
 

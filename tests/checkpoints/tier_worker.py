@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from phd_jax.cli.common import libraries_loaded
 from phd_jax.train import loop
 from tests.helpers import RESUMABLE_RUN, tiny_config
 
@@ -36,4 +37,5 @@ def main(corpus_glob: str, workdir: str, local_dir: str, kill_at: str) -> None:
 
 
 if __name__ == "__main__":
+  libraries_loaded()  # as the phd-* commands do
   main(*sys.argv[1:])

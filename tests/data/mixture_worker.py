@@ -12,6 +12,7 @@ import sys
 import jax
 import numpy as np
 
+from phd_jax.cli.common import libraries_loaded
 from phd_jax.train import loop
 from tests.helpers import tiny_config
 
@@ -64,4 +65,5 @@ def main(sources: str, workdir: str, record: str, kill_at: str = "0") -> None:
 
 
 if __name__ == "__main__":
+  libraries_loaded()  # as the phd-* commands do
   main(*sys.argv[1:])

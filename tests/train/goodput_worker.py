@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 
+from phd_jax.cli.common import libraries_loaded
 from phd_jax.train import goodput
 from phd_jax.train.loop import train_and_evaluate
 from tests.helpers import tiny_config
@@ -28,4 +29,5 @@ def main(corpus_glob: str, workdir: str, kill_at: str, saved_step: str, train: s
 
 
 if __name__ == "__main__":
+  libraries_loaded()  # as the phd-* commands do
   main(*sys.argv[1:])

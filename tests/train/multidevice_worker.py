@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from phd_jax.cli.common import libraries_loaded
 from phd_jax.config.mesh import rules
 from phd_jax.data import text, windows
 from phd_jax.inference.decode import generate
@@ -97,4 +98,5 @@ def grad_accum_on_mesh(corpus_glob: str) -> float:
 
 
 if __name__ == "__main__":
+  libraries_loaded()  # as the phd-* commands do
   main(sys.argv[1], sys.argv[2])

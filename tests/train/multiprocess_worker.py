@@ -11,6 +11,7 @@ import sys
 
 import jax
 
+from phd_jax.cli.common import libraries_loaded
 from phd_jax.model import sharding
 
 
@@ -84,4 +85,5 @@ def tiers(corpus_glob: str, workdir: str, local: str) -> None:
 
 
 if __name__ == "__main__":
+  libraries_loaded()  # as the phd-* commands do
   main(*sys.argv[1:])
