@@ -112,3 +112,15 @@ def test_k_sweep_quick_end_to_end(tmp_path):
     assert len(list(csv.DictReader(f))) == 12  # 6 runs x 2 seeds
   assert (tmp_path / "k_sweep_curves.png").read_bytes()[:4] == b"\x89PNG"
   assert "vanilla, FLOPs of cswa K=2" in (tmp_path / "k_sweep.md").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bench_startup_runs_both_settings():
+  """`python -m experiments.bench_startup`, one round: both settings train, and the ratio line
+  is the medians' ratio."""
+  out = commands.module("experiments.bench_startup", "--rounds=1", timeout=600).stdout
+  last = dict(kv.split("=") for kv in out.strip().splitlines()[-1].split(": ")[1].split())
+  assert float(last["ratio"]) == pytest.approx(
+      float(last["command"]) / float(last["defaults"]), abs=2e-3)
+  assert "round 1/1 command" in out and "round 1/1 defaults" in out
