@@ -30,9 +30,11 @@ def _lines(path: str) -> int:
 
 
 def _entries(package: str) -> list[str]:
-  out = []
-  for folder, dirs, files in sorted(os.walk(os.path.join(ROOT, package))):
-    dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+  out, walked = [], []
+  for folder, dirs, files in os.walk(os.path.join(ROOT, package)):
+    dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]  # __pycache__ and the like
+    walked.append((folder, files))
+  for folder, files in sorted(walked):
     depth = os.path.relpath(folder, ROOT).count(os.sep)
     init = os.path.join(folder, "__init__.py")
     out.append(_row("  " * depth + os.path.basename(folder) + "/", "",
