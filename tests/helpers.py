@@ -28,7 +28,7 @@ def value_and_grad(loss, model, has_aux=False):
 
 def weighted_value_and_grads(attend, q, k, v, w):
   """((loss, out), (dq, dk, dv)) of loss = sum(w * attend(q, k, v)), from one compilation: a
-  fixed random w makes every output element matter to the gradients."""
+  fixed w that differs from element to element makes every output matter to the gradients."""
   def loss(q, k, v):
     out = attend(q, k, v)
     return jnp.sum(w * out.astype(jnp.float32)), out
