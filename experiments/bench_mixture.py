@@ -21,7 +21,7 @@ from phd_jax.data import tokens as token_data
 
 def windows_per_s(shards: list, sources: int, seq_len: int, batch: int, batches: int) -> float:
   """Windows per second of `batches` batches from `sources` sources over the shards, timed from
-  the loader's creation: its read-ahead (grain's prefetch buffer holds up to 500 batches) runs
+  the loader's creation: its read-ahead (16 batches, phd_jax/data/sampling.py's READ) runs
   while a first batch is awaited, so timing only later batches measures the buffer, not the
   reads."""
   srcs = [token_data.TokenWindows(shards, seq_len) for _ in range(sources)]
