@@ -28,27 +28,27 @@ from tests.shared import FAST_COMPILE
 
 LONG_FIRST = (  # node id prefixes, longest first (as measured with -n 2)
     "tests/train/test_scaling.py::test_eight_devices_match_one",
-    "tests/test_notebook.py",
     "tests/experiments/test_bench_device.py::test_quick_run",  # slow: make test-all only
+    "tests/train/test_pod_recipe.py",
+    "tests/train/test_scaling.py::test_node_local_tier_on_two_hosts",
+    "tests/test_notebook.py",
+    "tests/train/test_wandb.py::test_kill_9",
+    "tests/eval/test_paper_suite.py::test_paper_suite_offline_from_the_command_line_and_during_",
+    "tests/interop/test_init_from.py::test_continued_pretraining_from_olmo2_through_the_commands",
     "tests/train/test_scaling.py::test_two_processes_match_one",
     "tests/data/test_mixture_training.py::test_kill_9",
-    "tests/train/test_scaling.py::test_node_local_tier_on_two_hosts",
     "tests/checkpoints/test_checkpoint_tiers.py::test_kill_9",
     "tests/train/test_goodput.py::test_kill_9",
-    "tests/train/test_wandb.py::test_kill_9",
     "tests/configs/test_configs.py",
     "tests/train/test_ops.py::test_sigterm_saves_exits_0_and_rerun_matches_uninterrupted",
     "tests/checkpoints/test_checkpoint_recovery.py::test_a_save_failing_for_storage_ends_with_one_",
     "tests/pallas_kernels/test_phd_flash.py::test_model_with_pallas_equals_xla",
     "tests/model/test_transformer.py::test_xla_and_dense_models_agree",
-    "tests/train/test_pod_recipe.py",
     "tests/experiments/test_experiments.py::test_sweep_trains_writes_outputs_and_resumes",
     "tests/train/test_scaling.py::test_sigterm_on_one_host_stops_both_at_one_step",
     "tests/model/test_losses.py::test_z_loss_adds_its_term",
     "tests/model/test_transformer.py::test_scan_and_remat_match_the_layer_loop",
     "tests/eval/test_evaluate.py::test_a_fresh_run_evaluates_in_training_and_from_the_command_",
-    "tests/eval/test_paper_suite.py::test_paper_suite_offline_from_the_command_line_and_during_",
-    "tests/interop/test_init_from.py::test_continued_pretraining_from_olmo2_through_the_commands",
 )
 CACHE_ENV = {  # every program, however small or quick to compile, is cached
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
