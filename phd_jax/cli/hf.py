@@ -37,13 +37,17 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Import: the tokenizer (toke
                                  ".model; default: the one in --hf_dir, else the config's).")
 
 
-def _main(argv: list[str]) -> None:
-  # JAX and the library load here, not at import: --help and a missing flag answer at once.
+def _libraries():
+  """JAX and the library, loaded once the flags and paths are checked: --help, a missing flag
+  and a path out of reach answer at once (2-3 s sooner than after the imports)."""
   from phd_jax.checkpoints.load import load_run
   from phd_jax.data.tokenizers import for_run
   from phd_jax.interop.olmo2 import import_weights, save_olmo2
   common.libraries_loaded()
+  return load_run, for_run, import_weights, save_olmo2
 
+
+def _main(argv: list[str]) -> None:
   command = argv[1] if len(argv) == 2 else None
   if command == "import":
     if _WORKDIR.value and not _OUT.value:
@@ -54,6 +58,7 @@ def _main(argv: list[str]) -> None:
       raise ValueError("import needs --hf_dir and --out")
     fs.check_access(_HF_DIR.value, "--hf_dir")
     fs.check_access(_OUT.value, "--out", write=True)
+    _, _, import_weights, _ = _libraries()
     tok = import_weights(_HF_DIR.value, _OUT.value, _CONFIG.value, _TOKENIZER.value)
     print(f"imported {_HF_DIR.value} into {_OUT.value} (model-only weights, tokenizer {tok}); "
           "start a run from them with:\n"
@@ -62,6 +67,7 @@ def _main(argv: list[str]) -> None:
     if not (_WORKDIR.value and _OUT.value):
       raise ValueError("export needs --workdir and --out")
     fs.check_access(_OUT.value, "--out", write=True)  # before the checkpoint is read
+    load_run, for_run, _, save_olmo2 = _libraries()
     model, cfg, step = load_run(_WORKDIR.value)
     save_olmo2(model, _OUT.value, for_run(_WORKDIR.value, cfg), cfg.train.seq_len)
     print(f"exported {_WORKDIR.value} (step {step}) to {_OUT.value} as OLMo2")
