@@ -32,8 +32,8 @@ def test_quickstart_notebook_runs():
   assert AS_WRITTEN in train_cell.source, "the training cell's schedule changed: update the test"
   train_cell.source = train_cell.source.replace(AS_WRITTEN, SHORTER)
   # Runs in the repository root, as a user's kernel would in a clone; raises on any cell error.
-  # The kernel inherits the session's environment: its compilation cache and cheapest code
-  # generation (tests/conftest.py): the training cell takes 15 s of CPU with them, 19 s without.
+  # The kernel inherits the session's compilation cache and cheapest code generation
+  # (tests/conftest.py); with them the training cell takes 15 s of CPU, 19 s without.
   NotebookClient(nb, timeout=900, kernel_name="python3",
                  resources={"metadata": {"path": str(ROOT)}}).execute()
   code = [c for c in nb.cells if c.cell_type == "code"]

@@ -37,17 +37,9 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Import: the tokenizer (toke
                                  ".model; default: the one in --hf_dir, else the config's).")
 
 
-def _libraries():
-  """JAX and the library, loaded once the flags and paths are checked: --help, a missing flag
-  and a path out of reach answer at once (2-3 s sooner than after the imports)."""
-  from phd_jax.checkpoints.load import load_run
-  from phd_jax.data.tokenizers import for_run
-  from phd_jax.interop.olmo2 import import_weights, save_olmo2
-  common.libraries_loaded()
-  return load_run, for_run, import_weights, save_olmo2
-
-
-def _main(argv: list[str]) -> None:
+def _checked(argv: list[str]) -> str:
+  """The subcommand, once its flags and paths are checked: before JAX and the library load, so a
+  missing flag or a path out of reach answers at once (2-3 s sooner than after the imports)."""
   command = argv[1] if len(argv) == 2 else None
   if command == "import":
     if _WORKDIR.value and not _OUT.value:
@@ -57,22 +49,31 @@ def _main(argv: list[str]) -> None:
     if not (_HF_DIR.value and _OUT.value):
       raise ValueError("import needs --hf_dir and --out")
     fs.check_access(_HF_DIR.value, "--hf_dir")
-    fs.check_access(_OUT.value, "--out", write=True)
-    _, _, import_weights, _ = _libraries()
+  elif command == "export":
+    if not (_WORKDIR.value and _OUT.value):
+      raise ValueError("export needs --workdir and --out")
+  else:
+    raise ValueError(USAGE)
+  fs.check_access(_OUT.value, "--out", write=True)  # export: before the checkpoint is read
+  return command
+
+
+def _main(argv: list[str]) -> None:
+  command = _checked(argv)
+  from phd_jax.checkpoints.load import load_run
+  from phd_jax.data.tokenizers import for_run
+  from phd_jax.interop.olmo2 import import_weights, save_olmo2
+  common.libraries_loaded()
+
+  if command == "import":
     tok = import_weights(_HF_DIR.value, _OUT.value, _CONFIG.value, _TOKENIZER.value)
     print(f"imported {_HF_DIR.value} into {_OUT.value} (model-only weights, tokenizer {tok}); "
           "start a run from them with:\n"
           f"  phd-train --config=CFG --workdir=RUN --config.train.init_from={_OUT.value}")
-  elif command == "export":
-    if not (_WORKDIR.value and _OUT.value):
-      raise ValueError("export needs --workdir and --out")
-    fs.check_access(_OUT.value, "--out", write=True)  # before the checkpoint is read
-    load_run, for_run, _, save_olmo2 = _libraries()
+  else:
     model, cfg, step = load_run(_WORKDIR.value)
     save_olmo2(model, _OUT.value, for_run(_WORKDIR.value, cfg), cfg.train.seq_len)
     print(f"exported {_WORKDIR.value} (step {step}) to {_OUT.value} as OLMo2")
-  else:
-    raise ValueError(USAGE)
 
 
 def main() -> None:
