@@ -265,14 +265,14 @@ def restore_first(candidates: list[Candidate], attempt: Callable[[Checkpointer, 
   for ckpt, step in candidates:
     reason = None
     try:
-      result = attempt(ckpt, step)
+      with recovery.attempt(ckpt.directory):  # orbax's echoes of a failure: dropped
+        result = attempt(ckpt, step)
     except CheckpointMismatchError:
       raise
     except Exception as e:  # orbax, tensorstore and JSON raise all kinds; Ctrl-C passes
       if recovery.out_of_memory(e):
         raise
       reason = recovery.reason(e, ckpt.directory)
-      recovery.mark_failed(ckpt.directory)
     if not recovery.on_every_process(reason is None):
       failed.append((ckpt, step, reason or "it does not restore on another process"))
       continue

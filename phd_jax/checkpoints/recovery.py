@@ -8,12 +8,14 @@ error, or name a checkpoint folder whose failure was already raised, are dropped
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -63,6 +65,7 @@ def storage_cause(e: BaseException) -> BaseException | None:
 
 
 _FAILED_IN: set[str] = set()  # checkpoint folders whose failures were raised to this process
+_TRYING: dict[str, list[Callable[[], None]]] = {}  # folders being restored: their echoes, held
 
 
 def mark_failed(directory: str) -> None:
@@ -72,9 +75,34 @@ def mark_failed(directory: str) -> None:
   warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)
 
 
-def _echo(exc: BaseException | None, text: str = "") -> bool:  # names a storage error or failure
+@contextlib.contextmanager
+def attempt(directory: str):
+  """A restore from `directory`. Orbax's threads can log a failed read before the failure reaches
+  the caller: what names the folder meanwhile is held, dropped if the restore fails (an echo of
+  what the caller reports) and let through as it came if it succeeds."""
+  held = _TRYING.setdefault(directory, [])
+  try:
+    yield
+  except BaseException:
+    mark_failed(directory)
+    raise
+  finally:
+    _TRYING.pop(directory, None)
+  for release in held:
+    release()
+
+
+def _quiet(exc: BaseException | None, text: str, release: Callable[[], None]) -> bool:
+  """True (and nothing to show) for an echo: a storage error, a failure already raised, or a
+  folder being restored (then `release` shows it if that restore succeeds)."""
   texts = [text] + [str(x) for x in (chain(exc) if exc is not None else [])]
-  return any(_STORAGE.search(t) or any(d in t for d in _FAILED_IN) for t in texts)
+  if any(_STORAGE.search(t) or any(d in t for d in _FAILED_IN) for t in texts):
+    return True
+  for directory, held in list(_TRYING.items()):
+    if any(directory in t for t in texts):
+      held.append(release)
+      return True
+  return False
 
 
 class _Echoes(logging.Filter):
@@ -87,7 +115,9 @@ class _Echoes(logging.Filter):
       text = record.getMessage()
     except Exception:  # a record whose arguments do not format: not ours to judge
       return True
-    return not ((exc is not None or "never retrieved" in text) and _echo(exc, text))
+    if exc is None and "never retrieved" not in text:
+      return True
+    return not _quiet(exc, text, lambda: logging.getLogger(record.name).handle(record))
 
 
 _ECHOES = _Echoes()
@@ -106,7 +136,7 @@ def quiet_echoes_of_failures() -> None:
     def hook(unraisable) -> None:
       exc = unraisable.exc_value
       if not ((isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed")
-              or _echo(exc)):
+              or _quiet(exc, "", lambda: previous(unraisable))):
         previous(unraisable)
     hook.phd_jax_quiet = True
     sys.unraisablehook = hook
