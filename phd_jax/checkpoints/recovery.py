@@ -96,13 +96,21 @@ def _quiet(exc: BaseException | None, text: str, release: Callable[[], None]) ->
   """True (and nothing to show) for an echo: a storage error, a failure already raised, or a
   folder being restored (then `release` shows it if that restore succeeds)."""
   texts = [text] + [str(x) for x in (chain(exc) if exc is not None else [])]
-  if any(_STORAGE.search(t) or any(d in t for d in _FAILED_IN) for t in texts):
+  names = lambda folder: any(n in t for n in _names(folder) for t in texts)
+  if any(_STORAGE.search(t) for t in texts) or any(names(d) for d in _FAILED_IN):
     return True
   for directory, held in list(_TRYING.items()):
-    if any(directory in t for t in texts):
+    if names(directory):
       held.append(release)
       return True
   return False
+
+
+def _names(folder: str) -> tuple[str, ...]:
+  """How an echo names a folder: whole, or a bucket's by its path in the bucket (tensorstore's
+  spec gives the bucket and the path apart)."""
+  in_bucket = folder.partition("://")[2].partition("/")[2]
+  return (folder, in_bucket) if in_bucket else (folder,)
 
 
 class _Echoes(logging.Filter):

@@ -1,7 +1,8 @@
 """Orbax's background echoes of a failed restore: logged while the restore is still running (a
 read fails on one thread before the failure reaches the caller), they are held, then dropped if
 the restore fails and logged as they came if it succeeds. A traceback once reached phd-generate's
-stderr ahead of its one warning line this way (1 run of the suite in several)."""
+stderr ahead of its one warning line this way (1 run of the suite in several). A bucket's folder
+is named by its path in the bucket: tensorstore's spec gives the bucket apart."""
 import logging
 
 import pytest
@@ -10,13 +11,19 @@ from phd_jax.checkpoints import recovery
 
 
 def _echo(folder: str) -> None:  # what asyncio logs for a tensorstore read nobody awaited
+  bucket, _, path = folder.partition("://")[2].partition("/")
+  spec = (f"'bucket': '{bucket}', 'driver': 'gcs', 'path': '{path}/8/state/'" if "://" in folder
+          else f"'driver': 'file', 'path': '{folder}/8/state/'")  # as tensorstore names them
   logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=RuntimeError(
-      f"Encountered error while reading array index: 'path': '{folder}/8/state/'"))
+      f"Encountered error while reading array index: TensorStore({{'kvstore': {{{spec}}}}})"))
 
 
-def test_a_failed_restores_echoes_are_dropped_and_a_successful_ones_records_kept(caplog, tmp_path):
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_a_failed_restores_echoes_are_dropped_and_a_successful_ones_records_kept(
+    caplog, tmp_path, where):
   recovery.quiet_echoes_of_failures()
-  failing, fine, other = (str(tmp_path / n) for n in ("failing", "fine", "other"))
+  base = str(tmp_path) if where == "local" else f"gs://my-bucket/{tmp_path.name}"
+  failing, fine, other = (f"{base}/{n}/checkpoints" for n in ("failing", "fine", "other"))
   with pytest.raises(ValueError), recovery.attempt(failing):
     _echo(failing)
     assert not caplog.records  # held: the restore has not ended yet
@@ -27,4 +34,4 @@ def test_a_failed_restores_echoes_are_dropped_and_a_successful_ones_records_kept
     _echo(fine)
     _echo(other)  # names no folder being restored: logged at once
     assert len(caplog.records) == 1
-  assert [fine in str(r.exc_info[1]) for r in caplog.records] == [False, True]
+  assert ["/fine/" in str(r.exc_info[1]) for r in caplog.records] == [False, True]
