@@ -41,7 +41,7 @@ def unfinished(directory: str, name: str) -> bool:
 def s3_kvstore(path: str) -> dict:
   """tensorstore's kvstore spec for s3://BUCKET/KEY, as the S3 clients see it: the endpoint,
   the region and the credentials' source botocore found (files/clients.py)."""
-  bucket, _, key = path.removeprefix("s3://").partition("/")
+  bucket, key = fs.bucket_and_key(path)
   s3 = fs.s3_settings()
   spec = {"driver": "s3", "bucket": bucket, "path": key,
           "aws_credentials": dict(s3.tensorstore_credentials)}

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from phd_jax import files as fs
+
 
 def chain(e: BaseException) -> list[BaseException]:
   """e and the exceptions it was raised from, outermost first (as a traceback shows them)."""
@@ -64,14 +66,23 @@ def storage_cause(e: BaseException) -> BaseException | None:
   return None
 
 
-_FAILED_IN: set[str] = set()  # checkpoint folders whose failures were raised to this process
-_TRYING: dict[str, list[Callable[[], None]]] = {}  # folders being restored: their echoes, held
+# Folders as echoes name them (_names): those whose failures were raised to this process, and
+# those being restored, with their echoes held until the restore ends (attempt).
+_FAILED_IN: set[str] = set()
+_TRYING: dict[tuple[str, ...], list[Callable[[], None]]] = {}
+
+
+def _names(folder: str) -> tuple[str, ...]:
+  """How an echo names a folder: whole, or a bucket's by its key (tensorstore's spec gives the
+  bucket and the key apart)."""
+  key = fs.bucket_and_key(folder)[1] if fs.is_url(folder) else ""
+  return (folder, key) if key else (folder,)
 
 
 def mark_failed(directory: str) -> None:
   """A restore or a save in `directory` failed, and the caller was told: from now on orbax's and
   tensorstore's echoes of it (below) are dropped."""
-  _FAILED_IN.add(directory)
+  _FAILED_IN.update(_names(directory))
   warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)
 
 
@@ -80,14 +91,15 @@ def attempt(directory: str):
   """A restore from `directory`. Orbax's threads can log a failed read before the failure reaches
   the caller: what names the folder meanwhile is held, dropped if the restore fails (an echo of
   what the caller reports) and let through as it came if it succeeds."""
-  held = _TRYING.setdefault(directory, [])
+  names = _names(directory)
+  held = _TRYING.setdefault(names, [])
   try:
     yield
   except BaseException:
     mark_failed(directory)
     raise
   finally:
-    _TRYING.pop(directory, None)
+    _TRYING.pop(names, None)
   for release in held:
     release()
 
@@ -96,21 +108,14 @@ def _quiet(exc: BaseException | None, text: str, release: Callable[[], None]) ->
   """True (and nothing to show) for an echo: a storage error, a failure already raised, or a
   folder being restored (then `release` shows it if that restore succeeds)."""
   texts = [text] + [str(x) for x in (chain(exc) if exc is not None else [])]
-  names = lambda folder: any(n in t for n in _names(folder) for t in texts)
-  if any(_STORAGE.search(t) for t in texts) or any(names(d) for d in _FAILED_IN):
+  named = lambda names: any(n in t for n in names for t in texts)
+  if any(_STORAGE.search(t) for t in texts) or named(_FAILED_IN):
     return True
-  for directory, held in list(_TRYING.items()):
-    if names(directory):
+  for names, held in list(_TRYING.items()):
+    if named(names):
       held.append(release)
       return True
   return False
-
-
-def _names(folder: str) -> tuple[str, ...]:
-  """How an echo names a folder: whole, or a bucket's by its path in the bucket (tensorstore's
-  spec gives the bucket and the path apart)."""
-  in_bucket = folder.partition("://")[2].partition("/")[2]
-  return (folder, in_bucket) if in_bucket else (folder,)
 
 
 class _Echoes(logging.Filter):

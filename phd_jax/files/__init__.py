@@ -33,6 +33,7 @@ from typing import IO
 from phd_jax.files.clients import configure_clients, s3_settings  # noqa: F401 (the API)
 from phd_jax.files.stores import (  # noqa: F401 (the module's API)
     SCHEMES,
+    bucket_and_key,
     check_access,
     filesystem,
     is_url,

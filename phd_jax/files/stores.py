@@ -30,6 +30,12 @@ def is_url(path: str) -> bool:
   return scheme(path) is not None
 
 
+def bucket_and_key(url: str) -> tuple[str, str]:
+  """'gs://b/x/y' -> ('b', 'x/y'): the bucket and the object key (or prefix) in it."""
+  bucket, _, key = url.split("://", 1)[1].partition("/")
+  return bucket, key
+
+
 def filesystem(path: str):
   """The fsspec filesystem serving the URL `path` (gcsfs, s3fs): the very client orbax's epath
   uses, so that both see one listing cache (a step moved here is gone for orbax too)."""
@@ -54,7 +60,7 @@ def check_access(path: str, what: str, write: bool = False) -> None:
   if not is_url(path):
     return
   s = scheme(path)
-  bucket = path.split("://", 1)[1].split("/")[0]
+  bucket = bucket_and_key(path)[0]
   hint = ("STORAGE_EMULATOR_HOST, or your credentials (gcloud auth application-default login)"
           if s == "gs" else "AWS_ENDPOINT_URL, or your credentials (AWS_PROFILE, "
           "AWS_ACCESS_KEY_ID)")
