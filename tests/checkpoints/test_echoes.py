@@ -7,13 +7,16 @@ import logging
 
 import pytest
 
+from phd_jax import files
 from phd_jax.checkpoints import recovery
 
 
 def _echo(folder: str) -> None:  # what asyncio logs for a tensorstore read nobody awaited
-  bucket, _, path = folder.partition("://")[2].partition("/")
-  spec = (f"'bucket': '{bucket}', 'driver': 'gcs', 'path': '{path}/8/state/'" if "://" in folder
-          else f"'driver': 'file', 'path': '{folder}/8/state/'")  # as tensorstore names them
+  if files.is_url(folder):  # as tensorstore's spec names them
+    bucket, key = files.bucket_and_key(folder)
+    spec = f"'bucket': '{bucket}', 'driver': 'gcs', 'path': '{key}/8/state/'"
+  else:
+    spec = f"'driver': 'file', 'path': '{folder}/8/state/'"
   logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=RuntimeError(
       f"Encountered error while reading array index: TensorStore({{'kvstore': {{{spec}}}}})"))
 
